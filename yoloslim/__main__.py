@@ -1,0 +1,5 @@
+import sys
+
+from yoloslim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``yoloslim`` command: argument parsing only; the work lives in the domain packages."""

@@ -1,0 +1,1 @@
+"""The ultralytics integration: trainer subclasses, validation, export, checkpoint I/O."""

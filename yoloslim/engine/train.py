@@ -1,0 +1,89 @@
+"""``train()``: one function behind train, sparse, finetune and distill."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from torch import nn
+
+from yoloslim.data.checks import check_data_yaml
+from yoloslim.engine.trainer import trainer_class
+from yoloslim.errors import UserError
+
+Callback = tuple[str, Callable[[Any], None]]
+
+
+@dataclass
+class TrainResult:
+    save_dir: Path
+    best: Path
+    last: Path
+    metrics: dict[str, float]
+
+
+def run_dir(project: str | Path | None, default: str) -> str:
+    """Runs go under ./runs/<default> unless the user names a project folder."""
+    return str(Path(project or Path("runs") / default).expanduser().resolve())
+
+
+def train(
+    model: str | nn.Module,
+    data: str | Path,
+    epochs: int = 100,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str = "cpu",
+    project: str | Path | None = None,
+    name: str = "train",
+    callbacks: Iterable[Callback] = (),
+    resume: bool | str = False,
+    **overrides: Any,
+) -> TrainResult:
+    """Train ``model`` (yaml name, checkpoint path, or in-memory module) on a YOLO dataset.
+
+    A checkpoint or module is trained as it is — its architecture is never rebuilt — so the
+    same call finetunes a pruned model. ``callbacks`` are ``(event, fn)`` pairs.
+    """
+    if epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {epochs}")
+    resume_path = _resume_checkpoint(resume)
+    data_yaml = check_data_yaml(data)
+    args = {
+        "model": resume_path or (model if isinstance(model, (str, Path)) else "module.pt"),
+        "data": str(data_yaml),
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "device": device,
+        "project": run_dir(project, "train"),
+        "name": name,
+        "exist_ok": False,
+        "resume": resume_path or False,
+        **overrides,
+    }
+    cls = trainer_class(resume_path or model)
+    trainer = cls(overrides={k: str(v) if isinstance(v, Path) else v for k, v in args.items()})
+    for event, fn in callbacks:
+        trainer.add_callback(event, fn)
+    if isinstance(model, nn.Module) and not resume_path:
+        trainer.model = model
+    trainer.train()
+    return TrainResult(
+        save_dir=Path(trainer.save_dir),
+        best=Path(trainer.best),
+        last=Path(trainer.last),
+        metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
+    )
+
+
+def _resume_checkpoint(resume: bool | str) -> str | None:
+    if not resume:
+        return None
+    if resume is True:
+        raise UserError("--resume needs the path of the run's weights/last.pt")
+    path = Path(resume)
+    if not path.is_file():
+        raise UserError(f"cannot resume: {resume!r} does not exist — pass the run's weights/last.pt")
+    return str(path.resolve())

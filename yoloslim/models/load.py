@@ -1,0 +1,80 @@
+"""Resolve ``--model``/``--weights`` to an ultralytics model of the right family.
+
+A spec is either a model yaml that ultralytics ships (``yolov8n.yaml``, ``rtdetr-l.yaml``) or
+a local yaml/checkpoint path. Checkpoints are used as they are — never rebuilt from their
+yaml — so a pruned model keeps its pruned shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from yoloslim.errors import UserError
+
+RTDETR_MARKERS = ("rtdetr",)
+
+
+def _ultralytics_knows(name: str) -> bool:
+    """Ask ultralytics' own yaml resolver (it maps ``yolov8n.yaml`` to ``yolov8.yaml`` at scale n)."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        yaml_model_load(name)
+    except (FileNotFoundError, OSError):
+        return False
+    return True
+
+
+def is_rtdetr_module(module: nn.Module) -> bool:
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    return isinstance(module, RTDETRDetectionModel)
+
+
+def _model_class(is_rtdetr: bool):
+    from ultralytics import RTDETR, YOLO
+
+    return RTDETR if is_rtdetr else YOLO
+
+
+def resolve_spec(spec: str) -> tuple[str, bool]:
+    """Return (path-or-name for ultralytics, is_checkpoint) or fail with one line."""
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise UserError(f"checkpoint not found: {spec!r} — check the path (yoloslim never downloads weights)")
+        return str(path.resolve()), True
+    if path.suffix in {".yaml", ".yml"}:
+        if path.is_file():
+            return str(path.resolve()), False
+        if _ultralytics_knows(path.name):
+            return path.name, False
+        sample = ", ".join(n for n in ("yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml", "rtdetr-l.yaml"))
+        raise UserError(f"unknown model yaml {spec!r} — use a local yaml file or one that ultralytics ships, e.g. {sample}")
+    raise UserError(f"cannot load {spec!r} — pass a checkpoint (.pt) or a model yaml (.yaml)")
+
+
+def load_model(spec: str, verbose: bool = False):
+    """An ultralytics ``YOLO``/``RTDETR`` object for a yaml name or a local path."""
+    target, is_ckpt = resolve_spec(spec)
+    if is_ckpt:
+        from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
+
+        module = checkpoint_module(read_checkpoint(target))
+        rtdetr = is_rtdetr_module(module)
+    else:
+        rtdetr = any(m in Path(target).name.lower() for m in RTDETR_MARKERS)
+    try:
+        return _model_class(rtdetr)(target) if rtdetr else _model_class(rtdetr)(target, verbose=verbose)
+    except (FileNotFoundError, KeyError) as e:
+        raise UserError(f"ultralytics could not build {spec!r}: {e} — check the yaml") from None
+
+
+def load_module(spec: str | nn.Module) -> nn.Module:
+    """The bare detection ``nn.Module`` (fp32, eval) behind a spec."""
+    if isinstance(spec, nn.Module):
+        return spec
+    return load_model(spec).model.float().eval()
