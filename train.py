@@ -1,5 +1,5 @@
-"""Train a detector (baseline). Copy and edit: change the defaults in yoloslim/commands/train.py,
-or replace the argument list below, e.g. ["--model", "yolo11n.yaml", "--data", "my/data.yaml"]."""
+"""`yoloslim train` as a script. Copy and edit: change defaults in yoloslim/commands/train.py, or call
+yoloslim.engine.train.train(model, data, epochs=..., imgsz=...) from your own code."""
 
 from yoloslim.cli import script_main
 

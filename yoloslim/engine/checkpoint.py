@@ -1,8 +1,9 @@
 """Checkpoint I/O that never leaves a half-written file and keeps pruned models pruned.
 
 A checkpoint is the dict ultralytics expects (``model``/``ema``, ``train_args``, ...) with the
-full pickled module, so plain ``ultralytics.YOLO(path)`` loads it. yoloslim adds one key,
-``yoloslim``, that records what was done to the model (sparse training, pruning, distillation).
+full pickled module, so plain ``ultralytics.YOLO(path)`` loads it. What yoloslim did to a model
+(sparse training, pruning, distillation) is recorded on the module itself as the dict attribute
+``yoloslim``: it then survives EMA copies, DDP pickling and every ultralytics save/load.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 
 from yoloslim.errors import UserError
 
-META_KEY = "yoloslim"
+META_ATTR = "yoloslim"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -76,8 +77,17 @@ def checkpoint_module(ckpt: dict) -> nn.Module:
     return (ckpt.get("ema") or ckpt["model"]).float()
 
 
+def model_meta(model: nn.Module) -> dict:
+    return dict(getattr(model, META_ATTR, None) or {})
+
+
+def record_meta(model: nn.Module, **entries) -> None:
+    """Merge ``entries`` into the model's yoloslim record (e.g. ``sparse={...}``)."""
+    setattr(model, META_ATTR, {**model_meta(model), **entries})
+
+
 def yoloslim_meta(ckpt: dict) -> dict:
-    return dict(ckpt.get(META_KEY) or {})
+    return model_meta(ckpt.get("ema") or ckpt["model"])
 
 
 def save_model_checkpoint(
@@ -90,7 +100,7 @@ def save_model_checkpoint(
     """Save ``model`` in fp32 as a final (optimizer-free) checkpoint that ``YOLO(path)`` loads.
 
     ``base`` is an existing checkpoint whose bookkeeping (train args, metrics) is carried over;
-    ``meta`` is merged into the yoloslim record.
+    ``meta`` is merged into the model's yoloslim record.
     """
     from copy import deepcopy
 
@@ -106,7 +116,7 @@ def save_model_checkpoint(
     args = {**DEFAULT_CFG_DICT, **(base.get("train_args") or {}), **(train_args or {})}
     if hasattr(module, "args") and not isinstance(module.args, dict):
         module.args = dict(vars(module.args)) if hasattr(module.args, "__dict__") else dict(module.args)
-    record = {**yoloslim_meta(base), **(meta or {})}
+    record_meta(module, **(meta or {}))
     ckpt = {
         **{k: v for k, v in base.items() if k in {"train_metrics", "train_results"}},
         "epoch": -1,
@@ -118,7 +128,6 @@ def save_model_checkpoint(
         "train_args": {k: v for k, v in args.items() if k in DEFAULT_CFG_DICT},
         "date": datetime.now(timezone.utc).isoformat(),
         "version": __version__,
-        META_KEY: record,
     }
     atomic_torch_save(ckpt, path)
     return Path(path)

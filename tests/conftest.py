@@ -1,0 +1,73 @@
+"""Shared fixtures. Every test runs with outbound network refused, which proves offline operation."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+import yoloslim  # noqa: F401  (configures ultralytics for offline use before any test imports it)
+
+
+class NetworkRefused(OSError):
+    pass
+
+
+def _is_loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, bytes):
+        host = host.decode()
+    if not isinstance(host, str) or host in {"localhost", ""}:
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def refuse_network():
+    """Non-loopback connects and DNS lookups fail for the whole session (AF_UNIX sockets are untouched)."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise NetworkRefused(f"test refused network connection to {address!r}")
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise NetworkRefused(f"test refused network connection to {address!r}")
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not _is_loopback(host):
+            raise socket.gaierror(f"test refused DNS lookup of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+    yield
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = (
+        real_connect, real_connect_ex, real_getaddrinfo)
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> str:
+    """A tiny 3-class dataset at 64 px, shared by every test that trains or validates."""
+    from yoloslim.data import generate_dataset
+
+    out = tmp_path_factory.mktemp("data") / "shapes"
+    return str(generate_dataset("shapes", out, n_train=16, n_val=8, imgsz=64, seed=0, show_progress=False))
+
+
+@pytest.fixture(scope="session")
+def trained_yolov8n(shapes_data, tmp_path_factory) -> str:
+    """best.pt of yolov8n trained 1 epoch at 64 px on the shapes data (session-wide, ~10 s)."""
+    from yoloslim.engine.train import train
+
+    project = tmp_path_factory.mktemp("runs")
+    result = train("yolov8n.yaml", shapes_data, epochs=1, imgsz=64, batch=8, project=project, name="base",
+                   plots=False, val=True)
+    return str(result.best)

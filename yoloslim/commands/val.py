@@ -1,0 +1,37 @@
+"""Validate a checkpoint: precision, recall, mAP50, mAP50-95, plus parameters, GFLOPs and size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from yoloslim.commands.common import add_data_arg, add_model_arg
+
+NAME = "val"
+HELP = "validate a checkpoint on a dataset"
+ORDER = 60
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_model_arg(p)
+    add_data_arg(p)
+    p.add_argument("--imgsz", type=int, default=640, help="square input size in pixels")
+    p.add_argument("--batch", type=int, default=16, help="batch size")
+    p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def run(args: argparse.Namespace) -> int:
+    from yoloslim.engine.validate import validate
+    from yoloslim.report.metrics import measure
+
+    accuracy = validate(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, device=args.device)
+    cost = measure(args.weights, imgsz=args.imgsz, latency=False)
+    result = {**accuracy, **cost}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"P {accuracy['precision']:.3f}  R {accuracy['recall']:.3f}  mAP50 {accuracy['map50']:.3f}  "
+          f"mAP50-95 {accuracy['map50_95']:.3f}")
+    print(f"params {cost['params']:,}  GFLOPs@{args.imgsz} {cost['gflops']:.2f}  size {cost['size_mb']:.2f} MB (fp16)")
+    return 0

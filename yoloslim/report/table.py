@@ -1,0 +1,48 @@
+"""The seed-style comparison table: each row's cost and accuracy as a share of the baseline."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+COLUMNS = ("Parameters", "GFLOPs", "Model Size", "mAP50", "mAP50-95", "Inference Time")
+
+
+def _pct(value: float, base: float) -> str:
+    return f"({100.0 * value / base:.1f}%)" if base else ""
+
+
+def _delta(value: float, base: float) -> str:
+    return f"({value - base:+.3f})"
+
+
+def _cells(row: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
+    cells = []
+    for key, fmt in (("params", "{:,}"), ("gflops", "{:.2f}"), ("size_mb", "{:.2f}MB")):
+        value = row.get(key)
+        text = fmt.format(value) if value is not None else "–"
+        if base is not None and value is not None and base.get(key):
+            text += _pct(value, base[key])
+        cells.append(text)
+    for key in ("map50", "map50_95"):
+        value = row.get(key)
+        text = f"{value:.3f}" if value is not None else "–"
+        if base is not None and value is not None and base.get(key) is not None:
+            text += _delta(value, base[key])
+        cells.append(text)
+    value = row.get("latency_ms")
+    text = f"{value:.2f}ms" if value is not None else "–"
+    if base is not None and value is not None and base.get("latency_ms"):
+        text += _pct(value, base["latency_ms"])
+    cells.append(text)
+    return cells
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], baseline: dict[str, Any] | None = None) -> str:
+    """Markdown table; every row is a dict with ``name`` and any of params, gflops, size_mb, map50,
+    map50_95, latency_ms. Rows other than the baseline show % of baseline (mAP as a difference)."""
+    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    if baseline is not None:
+        lines.append(f"| {baseline.get('name', 'BaseLine')} | " + " | ".join(_cells(baseline, None)) + " |")
+    for row in rows:
+        lines.append(f"| {row.get('name', '')} | " + " | ".join(_cells(row, baseline)) + " |")
+    return "\n".join(lines)
