@@ -1,0 +1,112 @@
+"""Classic global-threshold slimming: shortcut strategies, per-layer floor, round-up alignment."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from yoloslim.errors import UserError
+from yoloslim.prune.slimming import apply_plans, collect_groups, highest_safe_ratio, plan_slimming
+
+
+class ConvBN(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class ResidualNet(nn.Module):
+    """stem -> (a -> b) + stem -> tail -> head: stem, a-less b and the add tie stem/b channels."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.stem = ConvBN(3, width)
+        self.a = ConvBN(width, width)
+        self.b = ConvBN(width, width)
+        self.tail = ConvBN(width, width)
+        self.head = nn.Conv2d(width, 4, 1)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.head(self.tail(self.b(self.a(s)) + s))
+
+
+def make_model(seed: int = 0) -> ResidualNet:
+    torch.manual_seed(seed)
+    model = ResidualNet().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features) + 0.01
+    return model
+
+
+def slim(model, ratio, shortcut, layer_keep=None, round_up=None):
+    x = torch.rand(1, 3, 16, 16)
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    plans = collect_groups(dg, model, [model.head], shortcut)
+    plan_slimming(plans, ratio, layer_keep=layer_keep, round_up=round_up)
+    kept = {p.name: p.keep.tolist() for p in plans}
+    apply_plans(dg, plans)
+    model(x)
+    return kept
+
+
+def test_strategies_differ_and_keep_the_add_consistent():
+    kept = {s: slim(make_model(), 0.4, s, layer_keep=0.05) for s in ("skip", "first", "union")}
+    assert "stem.conv" not in kept["skip"], "skip leaves the coupled group out"
+    assert kept["first"]["stem.conv"] != kept["union"]["stem.conv"]
+    assert set(kept["first"]["stem.conv"]) <= set(kept["union"]["stem.conv"])
+
+
+def test_skip_leaves_coupled_channels_untouched():
+    model = make_model()
+    slim(model, 0.5, "skip", layer_keep=0.05)
+    assert model.stem.conv.out_channels == 32 and model.b.conv.out_channels == 32
+    assert model.a.conv.out_channels < 32 and model.tail.conv.out_channels < 32
+
+
+def test_round_up_gives_multiples_of_8_or_full_width():
+    model = make_model()
+    slim(model, 0.55, "union", layer_keep=0.01, round_up=8)
+    for conv in (model.stem.conv, model.a.conv, model.b.conv, model.tail.conv):
+        assert conv.out_channels % 8 == 0 or conv.out_channels == 32
+
+
+def test_round_up_keeps_the_largest_gammas():
+    model = make_model()
+    gammas = model.a.bn.weight.detach().clone()
+    kept = slim(model, 0.6, "union", layer_keep=0.01, round_up=8)["a.conv"]
+    dropped = sorted(set(range(32)) - set(kept))
+    assert gammas[kept].min() >= gammas[dropped].max()
+
+
+def test_layer_keep_floor():
+    model = make_model()
+    for m in (model.a.bn,):
+        m.weight.data *= 1e-3
+    slim(model, 0.5, "union", layer_keep=0.25)
+    assert model.a.conv.out_channels >= 8
+
+
+def test_ratio_that_empties_a_layer_names_the_safe_ratio():
+    model = make_model()
+    model.a.bn.weight.data *= 1e-3
+    x = torch.rand(1, 3, 16, 16)
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    plans = collect_groups(dg, model, [model.head], "union")
+    safe = highest_safe_ratio(plans)
+    with pytest.raises(UserError, match=f"at most {safe:.3f}"):
+        plan_slimming(plans, min(0.95, safe + 0.1))
+    plan_slimming(plans, safe * 0.99)
+
+
+def test_ratio_bounds():
+    model = make_model()
+    with pytest.raises(UserError, match=r"\(0, 1\)"):
+        slim(model, 1.0, "union")
