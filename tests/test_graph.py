@@ -1,0 +1,122 @@
+"""prepare_for_pruning: heads and attention protected, tracing bounded, untraceable modules found and named."""
+
+import yoloslim  # noqa: F401  (offline setup before ultralytics)
+
+import time
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from yoloslim.errors import UserError
+from yoloslim.models import load_module
+from yoloslim.prune import build_dependency_graph, prepare_for_pruning, tensors_only
+from yoloslim.prune.graph import UntraceableModuleWarning
+
+
+def prune_step(p, ratio: float = 0.3) -> None:
+    """What the pruning engine does with a Prunable: one L1 MetaPruner step."""
+    pruner = tp.pruner.MetaPruner(
+        p.model, p.example_inputs, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+        global_pruning=True, ignored_layers=p.ignored_layers, forward_fn=p.forward_fn,
+    )
+    pruner.step()
+    p.model.eval()
+
+
+def params(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.parameters())
+
+
+@pytest.mark.parametrize("name, head", [("yolov8n.yaml", "Detect"), ("yolo11n.yaml", "Detect")])
+def test_graph_builds_and_rewritten_convs_are_prunable(name, head):
+    p = prepare_for_pruning(load_module(name), imgsz=64)
+    protected = dict(p.protected)
+    head_name = next(n for n, reason in protected.items() if reason.startswith(f"head ({head})"))
+    assert p.rewritten and not any(reason.startswith("could not") for reason in protected.values())
+
+    graph = build_dependency_graph(p)
+    roots = {graph._module2name[g[0].dep.target.module] for g in graph.get_all_groups()}
+    assert any(r.endswith(".first.conv") for r in roots) and any(r.endswith(".second.conv") for r in roots)
+    assert not any(r.startswith(head_name + ".") for r in roots)
+    if name.startswith("yolo11"):  # C2PSA attention keeps its channels
+        assert any("attention (Attention)" in reason for reason in protected.values())
+        assert not any(".attn." in r for r in roots)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, head", [("yolov5nu.yaml", "Detect"), ("rtdetr-l.yaml", "RTDETRDecoder")])
+def test_prepare_is_bounded_protects_the_head_and_prunes(name, head):
+    model = load_module(name)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected_shape = tensors_only(model(x))[0].shape
+    head_module = next(m for m in model.modules() if type(m).__name__ == head)
+    head_outputs = {n: t.shape[0] for n, t in head_module.named_parameters()}
+
+    started = time.monotonic()
+    p = prepare_for_pruning(model, imgsz=64, trace_timeout=30)
+    assert time.monotonic() - started < 60
+    assert any(reason.startswith(f"head ({head})") for _, reason in p.protected)
+    assert head_module in p.ignored_layers
+
+    before = params(model)
+    prune_step(p)
+    assert params(model) < 0.85 * before
+    with torch.no_grad():
+        assert tensors_only(model(x))[0].shape == expected_shape
+    assert {n: t.shape[0] for n, t in head_module.named_parameters()} == head_outputs  # only inputs may shrink
+
+
+class Stuck(nn.Module):
+    """Stands for a module torch-pruning's tracing never returns from (it hangs whenever autograd records)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            time.sleep(3600)
+        return x + self.conv(x)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.stuck = Stuck(16)
+        self.mid = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.out = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        return self.out(self.mid(self.stuck(self.stem(x))))
+
+
+def test_hanging_module_is_found_protected_and_named_within_the_bound():
+    model = Net()
+    started = time.monotonic()
+    with pytest.warns(UntraceableModuleWarning, match=r"protecting stuck \(Stuck\)"):
+        p = prepare_for_pruning(model, imgsz=32, ignore=["out"], trace_timeout=2)
+    assert time.monotonic() - started < 40
+    assert [n for n, _ in p.protected] == ["stuck", "out"]
+    assert "did not finish within 2 s" in dict(p.protected)["stuck"]
+
+    prune_step(p, ratio=0.5)  # the stand-in keeps the trace away from Stuck; the rest prunes
+    assert model.mid[0].out_channels < 32 and model.stuck.conv.out_channels == 16
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4, 32, 32)
+
+
+def test_ignore_by_name_and_class_and_unknown_entries():
+    p = prepare_for_pruning(load_module("yolov8n.yaml"), imgsz=64, ignore=["model.2", "SPPF"])
+    reasons = dict(p.protected)
+    assert reasons["model.2"] == "ignored by the user" and reasons["model.9"] == "ignored by the user"
+    with pytest.raises(UserError, match="model.99"):
+        prepare_for_pruning(load_module("yolov8n.yaml"), ignore=["model.99"])
+
+
+def test_tensors_only_drops_none():
+    a, b = torch.zeros(1), torch.ones(2)
+    assert [t.shape for t in tensors_only((a, [None, {"x": b}], None))] == [a.shape, b.shape]
