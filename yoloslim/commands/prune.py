@@ -1,0 +1,94 @@
+"""Prune a detector to a target speed-up (base GFLOPs / pruned GFLOPs at --imgsz) or by a channel ratio.
+
+Writes pruned.pt (loads with plain ultralytics.YOLO), report.json, report.md and channels.png to
+--out. With --data the report also has mAP, and data-driven methods get calibration batches;
+--finetune-epochs E then trains the pruned model and adds a "finetuned" row.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from yoloslim.commands.common import add_data_arg, add_model_arg
+from yoloslim.prune.methods import DEFAULT_METHOD, METHODS
+
+NAME = "prune"
+HELP = "structured pruning to a target speed-up"
+ORDER = 30
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_model_arg(p)
+    add_data_arg(p, required=False)
+    p.add_argument("--method", default=DEFAULT_METHOD, metavar="METHOD",
+                   help="channel importance: " + ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values()))
+    p.add_argument("--speed-up", type=float, default=2.0, help="target base GFLOPs / pruned GFLOPs (> 1)")
+    p.add_argument("--prune-ratio", type=float, default=None,
+                   help="instead of --speed-up: remove this share (0..1) of the prunable channels")
+    p.add_argument("--max-steps", type=int, default=10, help="planner rounds (one trace + prune each) before giving up")
+    p.add_argument("--global", dest="global_pruning", action=argparse.BooleanOptionalAction, default=True,
+                   help="rank channels across all layers (--no-global: every layer loses the same share)")
+    p.add_argument("--round-to", type=int, default=8,
+                   help="round each pruned layer's remaining channels down to a multiple of this (0 = off)")
+    p.add_argument("--max-layer-ratio", type=float, default=0.8,
+                   help="no layer loses more than this share of its channels")
+    p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_TYPE",
+                   help="modules to keep unpruned: names (model.9) or class names (SPPF)")
+    p.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs, latency, mAP and finetuning")
+    p.add_argument("--calib-batches", type=int, default=4,
+                   help="batches of --data used by group_taylor/group_hessian")
+    p.add_argument("--batch", type=int, default=16, help="batch size for validation and finetuning")
+    p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index for calibration, validation, finetuning")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same pruned architecture")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="finetune the pruned model for E epochs (0 = none)")
+    p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure ONNX Runtime CPU latency for the report")
+    p.add_argument("--out", default="runs/prune", help="output folder")
+
+
+def _row(name: str, model, args: argparse.Namespace) -> dict:
+    from yoloslim.engine.validate import validate
+    from yoloslim.report.metrics import measure
+
+    row = {"name": name, **measure(model, imgsz=args.imgsz, latency=args.latency)}
+    if args.data:
+        row.update(validate(model, args.data, imgsz=args.imgsz, batch=args.batch, device=args.device))
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    from yoloslim.data.checks import check_data_yaml
+    from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
+    from yoloslim.engine.trainer import head_nc
+    from yoloslim.errors import UserError
+    from yoloslim.models.load import load_module
+    from yoloslim.prune.api import check_prune_settings, finetune, prune_model
+    from yoloslim.prune.report import write_report
+
+    check_prune_settings(args.method, args.speed_up, args.prune_ratio, args.max_steps, args.round_to or None,
+                         args.max_layer_ratio, args.calib_batches, args.data)
+    if args.finetune_epochs and not args.data:
+        raise UserError("--finetune-epochs needs --data DATA_YAML to train on")
+    base = read_checkpoint(args.weights) if str(args.weights).endswith(".pt") else None
+    module = checkpoint_module(base) if base else load_module(args.weights)
+    if args.data:
+        check_data_yaml(args.data, nc=head_nc(module))
+    out = Path(args.out).expanduser().resolve()
+
+    result = prune_model(module, method=args.method, speed_up=args.speed_up, prune_ratio=args.prune_ratio,
+                         imgsz=args.imgsz, max_steps=args.max_steps, global_pruning=args.global_pruning,
+                         round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, ignore=args.ignore,
+                         data=args.data, calib_batches=args.calib_batches, device=args.device, seed=args.seed)
+    pruned_pt = save_model_checkpoint(result.model, out / "pruned.pt", meta={"pruned": result.summary()}, base=base)
+    print(f"pruned checkpoint: {pruned_pt}")
+
+    rows = [_row("baseline", module, args), _row("pruned", pruned_pt, args)]
+    if args.finetune_epochs:
+        tuned = finetune(pruned_pt, args.data, epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.batch,
+                         device=args.device, project=out, name="finetune", seed=args.seed)
+        rows.append(_row("finetuned", tuned.best, args))
+        print(f"finetuned checkpoint: {tuned.best}")
+    paths = write_report(out, result.summary(), rows, result.channels)
+    print(f"report: {paths['md']}")
+    return 0

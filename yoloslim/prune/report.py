@@ -1,0 +1,93 @@
+"""What pruning did, for people and scripts: report.json, report.md and channels.png in the output folder.
+
+Rows are ``{"name", params, gflops, size_mb, latency_ms, map50, map50_95}`` dicts (the baseline
+first); every later row also gets its cost as % of the baseline, so the json is self-contained.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from yoloslim.engine.checkpoint import atomic_write_bytes
+
+RELATIVE_KEYS = ("params", "gflops", "size_mb", "latency_ms", "map50", "map50_95")
+
+
+def with_percentages(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    base = rows[0]
+    out = [dict(base)]
+    for row in rows[1:]:
+        pct = {k: round(100.0 * row[k] / base[k], 2) for k in RELATIVE_KEYS
+               if row.get(k) is not None and base.get(k)}
+        out.append({**row, "pct_of_baseline": pct})
+    return out
+
+
+def markdown_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    from yoloslim.report.table import markdown_table
+
+    target = summary.get("target_speed_up")
+    goal = f"target {target:.2f}x" if target else f"prune ratio {summary.get('prune_ratio')}"
+    status = "reached" if summary.get("reached") else f"NOT reached — {summary.get('note')}"
+    lines = [
+        "# Pruning report",
+        "",
+        f"- method: `{summary['method']}`; {goal}; speed-up {summary['speed_up']:.3f}x ({status})",
+        f"- GFLOPs at {summary['imgsz']} px: {summary['base_gflops']:.2f} -> {summary['gflops']:.2f}; "
+        f"{summary['steps']} planner step(s), {summary['seconds']:.1f} s",
+        "",
+        markdown_table(rows[1:], baseline=rows[0]),
+        "",
+        "Latency: ONNX Runtime, CPU, batch 1. mAP is shown where a dataset was given; "
+        "differences to the baseline are in brackets.",
+        "",
+        "## Protected modules",
+        "",
+    ]
+    lines += [f"- `{p['module']}` — {p['reason']}" for p in summary["protected"]] or ["- none"]
+    if summary.get("rewritten"):
+        lines += ["", "## Rewritten for pruning (same outputs, split-free)", "",
+                  ", ".join(f"`{n}`" for n in summary["rewritten"])]
+    return "\n".join(lines) + "\n"
+
+
+def channels_png(channels: Sequence[dict[str, Any]], title: str) -> bytes:
+    """Bar chart of every conv layer's output channels before and after pruning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    width = max(8.0, 0.12 * len(channels))
+    fig, ax = plt.subplots(figsize=(width, 4.5))
+    xs = range(len(channels))
+    ax.bar(xs, [c["before"] for c in channels], color="#c8d6e5", label="before", width=0.9)
+    ax.bar(xs, [c["after"] for c in channels], color="#2e86de", label="after", width=0.9)
+    ax.set_xlabel("conv layer (model order)")
+    ax.set_ylabel("output channels")
+    ax.set_title(title)
+    ax.legend()
+    if len(channels) <= 60:
+        ax.set_xticks(list(xs), [c["layer"] for c in channels], rotation=90, fontsize=6)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_report(out: str | Path, summary: dict[str, Any], rows: Sequence[dict[str, Any]],
+                 channels: Sequence[dict[str, Any]]) -> dict[str, Path]:
+    """Write the three report files atomically; returns their paths by kind."""
+    out = Path(out)
+    rows = with_percentages(rows)
+    paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "channels.png"}
+    document = {**summary, "rows": rows, "channels": list(channels)}
+    atomic_write_bytes(paths["json"], (json.dumps(document, indent=2) + "\n").encode())
+    atomic_write_bytes(paths["md"], markdown_report(summary, rows).encode())
+    title = f"{summary['method']}: {summary['speed_up']:.2f}x fewer GFLOPs"
+    atomic_write_bytes(paths["png"], channels_png(channels, title))
+    return paths
