@@ -2,8 +2,9 @@
 
 Stock ultralytics rebuilds a model from its yaml when handed a checkpoint path, which silently
 restores the unpruned architecture, and writes fp16 checkpoints non-atomically. These
-subclasses use the pickled module as it is, save fp32 checkpoints atomically, and add one
-event, ``on_before_optimizer_step``, fired after gradients are unscaled and before clipping.
+subclasses use the pickled module as it is, save fp32 checkpoints atomically, add one event,
+``on_before_optimizer_step``, fired after gradients are unscaled and before clipping, and let
+extensions add results.csv columns through ``trainer.extra_metrics``.
 Extensions (sparse training, distillation) are callback objects: ultralytics pickles callbacks
 into DDP workers, so their settings survive the re-spawn.
 """
@@ -41,6 +42,10 @@ class KeepModelMixin:
     """Shared behaviour of yoloslim's trainers; mixed in before the ultralytics trainer class."""
 
     clip_grad_norm: float | None = 10.0
+    extra_metrics: dict[str, float] | None = None  # extensions' per-epoch columns for results.csv
+
+    def save_metrics(self, metrics: dict) -> None:
+        super().save_metrics({**metrics, **(self.extra_metrics or {})})
 
     def setup_model(self):
         if isinstance(self.model, nn.Module):

@@ -1,0 +1,45 @@
+"""Sparse training: train with a penalty that drives BatchNorm scale factors (γ) of prunable
+channels toward zero, so that `prune` can remove them with little accuracy loss. Which BNs are
+penalized is derived from the model's channel dependencies; the run folder gets bn_gamma.png and
+γ statistics in results.csv."""
+
+from __future__ import annotations
+
+import argparse
+
+from yoloslim.commands.common import add_data_arg, add_model_arg, add_train_args, train_overrides
+
+NAME = "sparse"
+HELP = "sparse-train so BN channels become prunable"
+ORDER = 15
+DEFAULT_CLIP = 10.0
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_model_arg(p)
+    add_data_arg(p)
+    add_train_args(p)
+    p.add_argument("--sr", type=float, default=1e-2, help="penalty coefficient (0 = plain training)")
+    p.add_argument("--sr-schedule", default="linear", metavar="{linear,constant,cosine}",
+                   help="how sr changes over the run: linear = sr*(1-0.9*epoch/epochs), per optimizer step")
+    p.add_argument("--method", default="slim", metavar="{slim,group_slim,group_sl,group_reg}",
+                   help="slim: L1 on BN γ; group_slim: group lasso over coupled BN γ; "
+                        "group_sl: group-norm regularization; group_reg: growing regularization")
+    p.add_argument("--penalize-coupled", action="store_true",
+                   help="also penalize BNs whose channels are tied to a residual add")
+    p.add_argument("--clip", type=float, nargs="?", const=DEFAULT_CLIP, default=None, metavar="MAX_NORM",
+                   help=f"clip gradients (off by default in sparse training; bare --clip = {DEFAULT_CLIP:g})")
+    p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue an interrupted run from its last.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    from yoloslim.sparsity import sparse_train
+
+    result = sparse_train(
+        args.weights, args.data, sr=args.sr, method=args.method, schedule=args.sr_schedule,
+        penalize_coupled=args.penalize_coupled, clip=args.clip, project=args.project, name=args.name or "sparse",
+        resume=args.resume or False, **train_overrides(args),
+    )
+    print(f"best checkpoint: {result.best}")
+    print(f"γ distribution:  {result.save_dir / 'bn_gamma.png'}")
+    return 0

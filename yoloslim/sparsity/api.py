@@ -1,0 +1,103 @@
+"""``sparse_train()``: train with a sparsity penalty on BN γ so that channels become prunable.
+
+The model is first made prunable (:func:`yoloslim.prune.graph.prepare_for_pruning` rewrites
+split blocks in place), then trained as it is, so the run's checkpoints feed ``prune`` directly.
+Which BNs are penalized is derived from the dependency graph (:mod:`yoloslim.sparsity.selection`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from yoloslim.errors import UserError
+
+TRACE_IMGSZ = 64  # channel dependencies do not depend on resolution; tracing small is fast
+
+
+def check_sr(sr: float) -> float:
+    if not math.isfinite(sr) or sr < 0:
+        raise UserError(f"--sr must be a non-negative number (e.g. 1e-2; 0 trains without penalty), got {sr}")
+    return float(sr)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in model.modules())
+
+
+def build_module(spec: str | nn.Module, data_yaml: Path) -> nn.Module:
+    """The module to train: a checkpoint as it is, or a yaml built with the dataset's class count."""
+    from yoloslim.data.checks import check_data_yaml, dataset_nc
+    from yoloslim.engine.trainer import head_nc
+    from yoloslim.models.load import is_rtdetr_module, load_module, resolve_spec
+
+    if isinstance(spec, nn.Module):
+        module = spec
+    else:
+        target, is_checkpoint = resolve_spec(str(spec))
+        if is_checkpoint:
+            module = load_module(target)
+        else:
+            from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+
+            cls = RTDETRDetectionModel if "rtdetr" in Path(target).name.lower() else DetectionModel
+            module = cls(target, nc=dataset_nc(data_yaml), verbose=False)
+    if not is_rtdetr_module(module):
+        check_data_yaml(data_yaml, nc=head_nc(module))
+    return module
+
+
+def sparse_train(
+    model: str | nn.Module,
+    data: str | Path,
+    sr: float = 1e-2,
+    method: str = "slim",
+    schedule: str = "linear",
+    penalize_coupled: bool = False,
+    clip: float | None = None,
+    epochs: int = 100,
+    imgsz: int = 640,
+    project: str | Path | None = None,
+    name: str = "sparse",
+    resume: str | bool = False,
+    **overrides: Any,
+):
+    """Sparse-train ``model`` (yaml, checkpoint or module) and return the run's ``TrainResult``.
+
+    ``clip`` is the gradient-clipping max norm (None: no clipping, the default for sparse
+    training, since clipping would also shrink the penalty). ``overrides`` go to ultralytics
+    (batch, device, workers, seed, amp, ...). ``resume`` continues from a run's last.pt.
+    """
+    from ultralytics.utils import LOGGER
+
+    from yoloslim.data.checks import check_data_yaml
+    from yoloslim.engine.checkpoint import record_meta
+    from yoloslim.engine.train import run_dir, train
+    from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
+    from yoloslim.sparsity.callback import SparseTraining
+    from yoloslim.sparsity.penalties import check_method, make_penalty
+    from yoloslim.sparsity.schedule import check_schedule
+    from yoloslim.sparsity.selection import select_bns
+
+    check_sr(sr)
+    check_method(method)
+    check_schedule(schedule)
+    if clip is not None and not clip > 0:
+        raise UserError(f"--clip must be a positive max gradient norm, got {clip}")
+    data_yaml = check_data_yaml(data)
+    module = build_module(resume if resume and resume is not True else model, data_yaml)
+    if not has_batchnorm(module):
+        raise UserError("the model has no BatchNorm layers, so there is no γ to make sparse — "
+                        "use a model with BN (e.g. yolov8n.yaml) or prune it without sparse training")
+    prunable = prepare_for_pruning(module, imgsz=TRACE_IMGSZ)
+    selection = select_bns(module, build_dependency_graph(prunable), prunable.ignored_layers, penalize_coupled)
+    LOGGER.info(f"yoloslim sparse ({method}, sr={sr:g}, {schedule}): {selection.describe()}")
+    penalty = make_penalty(method, selection)
+    record_meta(module, sparse={"method": method, "sr": sr, "schedule": schedule, "epochs": epochs,
+                                "penalize_coupled": penalize_coupled, "penalized": list(selection.penalized)})
+    extension = SparseTraining(penalty, sr=sr, schedule=schedule, clip=clip)
+    return train(module, data_yaml, epochs=epochs, imgsz=imgsz, project=run_dir(project, "sparse"), name=name,
+                 callbacks=extension.events(), resume=resume, **overrides)

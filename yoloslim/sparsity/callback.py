@@ -1,0 +1,90 @@
+"""The trainer extension that applies the sparsity penalty and reports γ statistics.
+
+It is one picklable object whose methods are registered as ultralytics callbacks; ultralytics
+cloudpickles ``trainer.callbacks`` into DDP workers, so the settings (method, sr, schedule, the
+selected BNs) reach every rank. The penalty itself runs on yoloslim's
+``on_before_optimizer_step`` event — after ``scaler.unscale_()``, before clipping, once per
+optimizer step — so it acts on true gradients whatever the loss scale or accumulation, and under
+DDP every rank adds the same penalty to the same all-reduced gradients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from ultralytics.utils import LOGGER, RANK
+from ultralytics.utils.torch_utils import unwrap_model
+
+from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, KeepModelMixin
+from yoloslim.sparsity.penalties import Penalty
+from yoloslim.sparsity.plots import plot_gamma_history
+from yoloslim.sparsity.schedule import check_schedule, sr_at
+from yoloslim.sparsity.stats import abs_gammas, describe_stats, gamma_stats
+
+PLOT_NAME = "bn_gamma.png"
+
+
+class SparseTraining:
+    """Register with :meth:`events`; calling the object applies one step of the penalty."""
+
+    def __init__(self, penalty: Penalty, sr: float, schedule: str = "linear", clip: float | None = None) -> None:
+        self.penalty = penalty
+        self.sr = sr
+        self.schedule = check_schedule(schedule)
+        self.clip = clip
+        self.steps = 0
+        self.history: list[tuple[int, np.ndarray]] = []
+        self._batches = 0
+
+    def events(self) -> list[tuple[str, Callable[[Any], None]]]:
+        return [
+            ("on_train_start", self.on_train_start),
+            ("on_train_epoch_start", self.on_train_epoch_start),
+            ("on_train_batch_start", self.on_train_batch_start),
+            (BEFORE_OPTIMIZER_STEP, self),
+            ("on_train_epoch_end", self.on_train_epoch_end),
+            ("on_fit_epoch_end", self.on_fit_epoch_end),
+        ]
+
+    def on_train_start(self, trainer) -> None:
+        """Runs on every rank (unlike on_pretrain_routine_start), after the model is on its device."""
+        if not isinstance(trainer, KeepModelMixin):
+            raise TypeError(f"sparse training needs a yoloslim trainer (it fires {BEFORE_OPTIMIZER_STEP}), "
+                            f"got {type(trainer).__name__}")
+        trainer.clip_grad_norm = self.clip
+        self.penalty.bind(trainer.model)
+
+    def on_train_epoch_start(self, trainer) -> None:
+        self._batches = 0
+
+    def on_train_batch_start(self, trainer) -> None:
+        self._batches += 1
+
+    def progress(self, trainer) -> float:
+        """Fraction of the run done when the current batch began (smooth across the epoch)."""
+        batches_per_epoch = max(len(trainer.train_loader), 1)
+        return (trainer.epoch + (self._batches - 1) / batches_per_epoch) / max(trainer.epochs, 1)
+
+    def current_sr(self, trainer) -> float:
+        return sr_at(self.sr, self.schedule, self.progress(trainer))
+
+    def __call__(self, trainer) -> None:
+        self.penalty.apply(self.current_sr(trainer))
+        self.steps += 1
+
+    def on_train_epoch_end(self, trainer) -> None:
+        self.penalty.on_epoch_end()
+        if RANK not in {-1, 0}:
+            return
+        model = trainer.ema.ema if getattr(trainer, "ema", None) else unwrap_model(trainer.model)
+        values = abs_gammas(model, self.penalty.selection.penalized)
+        stats = gamma_stats(values)
+        self.history.append((trainer.epoch + 1, values.numpy()))
+        trainer.extra_metrics = {**(trainer.extra_metrics or {}), **stats}
+        LOGGER.info(f"sparse ({self.penalty.name}, sr now {self.current_sr(trainer):.3g}): {describe_stats(stats)}")
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        if RANK in {-1, 0} and self.history:
+            plot_gamma_history(self.history, Path(trainer.save_dir) / PLOT_NAME)
