@@ -1,0 +1,129 @@
+"""What logit distillation needs from YOLO detection heads.
+
+Per-anchor logits can only be compared when both heads lay out the same anchors (same strides,
+hence the same grid for the same image) and the same channels (classes, DFL bins). Matched
+anchors are the teacher's foreground: the task-aligned assigner run on the teacher's own
+predictions against the ground truth picks the anchors where the teacher detects objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from yoloslim.errors import UserError
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    strides: tuple[float, ...]
+    nc: int
+    reg_max: int
+
+
+def head_layout(model: nn.Module, role: str) -> HeadLayout:
+    head = model.model[-1]
+    if not all(hasattr(head, a) for a in ("stride", "nc", "reg_max")):
+        raise UserError(
+            f"the {role}'s head ({type(head).__name__}) has no per-anchor class/box outputs — "
+            f"use feature distillation (--feature) without --logit"
+        )
+    return HeadLayout(tuple(float(s) for s in head.stride), int(head.nc), int(head.reg_max))
+
+
+def check_heads_compatible(student: nn.Module, teacher: nn.Module) -> HeadLayout:
+    """Fail with every difference that makes per-anchor logits incomparable."""
+    s, t = head_layout(student, "student"), head_layout(teacher, "teacher")
+    differences = [
+        f"{name}: student {getattr(s, name)} vs teacher {getattr(t, name)}"
+        for name in ("strides", "nc", "reg_max")
+        if getattr(s, name) != getattr(t, name)
+    ]
+    if differences:
+        raise UserError(
+            f"logit distillation needs matching heads, but {'; '.join(differences)} — "
+            f"use a teacher with the same head or distil features only (--feature without --logit)"
+        )
+    return s
+
+
+def training_outputs(preds) -> dict[str, torch.Tensor]:
+    """The raw head dict (boxes, scores, feats) from train-mode or eval-mode predictions."""
+    if isinstance(preds, tuple):
+        preds = preds[1]
+    return preds.get("one2many", preds)
+
+
+def anchors(feats: list[torch.Tensor], strides: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    from ultralytics.utils.tal import make_anchors
+
+    return make_anchors(feats, torch.tensor(strides, device=feats[0].device), 0.5)
+
+
+def box_distribution(boxes: torch.Tensor, reg_max: int) -> torch.Tensor:
+    """(b, 4*reg_max, A) box logits → (b, A, 4, reg_max) probabilities over DFL bins (raw sides if reg_max is 1)."""
+    b, _, a = boxes.shape
+    sides = boxes.float().view(b, 4, reg_max, a).permute(0, 3, 1, 2)
+    return sides.softmax(-1) if reg_max > 1 else sides
+
+
+def decode_boxes(boxes: torch.Tensor, feats: list[torch.Tensor], layout: HeadLayout) -> torch.Tensor:
+    """Box logits → xyxy boxes in pixels, (b, A, 4)."""
+    from ultralytics.utils.tal import dist2bbox
+
+    points, stride = anchors(feats, layout.strides)
+    dist = box_distribution(boxes, layout.reg_max)
+    if layout.reg_max > 1:
+        dist = dist @ torch.arange(layout.reg_max, device=dist.device, dtype=dist.dtype)
+    else:
+        dist = dist.squeeze(-1)
+    return dist2bbox(dist, points, xywh=False) * stride
+
+
+def ground_truth(
+    batch: dict, batch_size: int, image_hw: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad the batch's labels per image: labels (b, n, 1), xyxy pixel boxes (b, n, 4), valid mask (b, n, 1)."""
+    from ultralytics.utils.ops import xywh2xyxy
+
+    device = batch["img"].device
+    image_of = batch["batch_idx"].view(-1).long().to(device)
+    counts = torch.bincount(image_of, minlength=batch_size)
+    n = int(counts.max()) if len(image_of) else 0
+    labels = torch.zeros(batch_size, n, 1, device=device)
+    boxes = torch.zeros(batch_size, n, 4, device=device)
+    valid = torch.zeros(batch_size, n, 1, device=device, dtype=torch.bool)
+    if n:
+        order = torch.argsort(image_of, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(image_of), device=device) - starts[image_of[order]]
+        rows = image_of[order]
+        h, w = image_hw
+        scale = torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
+        labels[rows, slot] = batch["cls"].view(-1, 1).to(device).float()[order]
+        boxes[rows, slot] = xywh2xyxy(batch["bboxes"].to(device).float()[order] * scale)
+        valid[rows, slot] = True
+    return labels, boxes, valid
+
+
+def teacher_foreground(teacher: dict[str, torch.Tensor], batch: dict, layout: HeadLayout) -> torch.Tensor:
+    """(b, A) bool: anchors the task-aligned assigner gives to an object, judged on the teacher's predictions."""
+    from ultralytics.utils.tal import TaskAlignedAssigner
+
+    feats, scores = teacher["feats"], teacher["scores"].float()
+    b = scores.shape[0]
+    image_hw = (int(feats[0].shape[2] * layout.strides[0]), int(feats[0].shape[3] * layout.strides[0]))
+    labels, gt_boxes, valid = ground_truth(batch, b, image_hw)
+    points, stride = anchors(feats, layout.strides)
+    assigner = TaskAlignedAssigner(topk=10, num_classes=layout.nc, alpha=0.5, beta=6.0, stride=list(layout.strides))
+    fg = assigner(
+        scores.detach().permute(0, 2, 1).sigmoid(),
+        decode_boxes(teacher["boxes"].detach(), feats, layout).float(),
+        (points * stride).float(),
+        labels,
+        gt_boxes,
+        valid.float(),
+    )[3]
+    return fg.bool()
