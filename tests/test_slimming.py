@@ -110,3 +110,58 @@ def test_ratio_bounds():
     model = make_model()
     with pytest.raises(UserError, match=r"\(0, 1\)"):
         slim(model, 1.0, "union")
+
+
+def test_equal_gammas_still_prune_the_requested_share():
+    model = ResidualNet().eval()  # untrained: every γ is 1
+    slim(model, 0.25, "skip")
+    assert model.a.conv.out_channels + model.tail.conv.out_channels == 64 - 16
+
+
+def test_yolov8n_round_up_and_forward():
+    """On a real detector, every pruned conv is a multiple of 8 or keeps its original width."""
+    from yoloslim.models import load_module
+    from yoloslim.prune.classic import slim_prune_model
+
+    model = load_module("yolov8n.yaml")
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features)
+    original = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    result = slim_prune_model(model, 0.5, shortcut="union", layer_keep=0.01, round_up=8, imgsz=64)
+    pruned = {n: m.out_channels for n, m in result.model.named_modules() if isinstance(m, nn.Conv2d)}
+    changed = [n for n in pruned if n in original and pruned[n] != original[n]]
+    assert changed, "something was pruned"
+    assert all(pruned[n] % 8 == 0 for n in changed)
+    assert result.speed_up > 1.2
+    result.model(torch.rand(1, 3, 64, 64))
+
+
+def test_cli_sweep_writes_one_table_and_a_folder_per_ratio(tmp_path, capsys):
+    import json
+
+    from yoloslim.cli import main
+
+    out = tmp_path / "sweep"
+    code = main(["prune", "--weights", "yolov8n.yaml", "--method", "slim", "--prune-ratio", "0.2", "0.4",
+                 "--layer-keep", "0.01", "--round-up", "8", "--imgsz", "64", "--no-latency", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert [r["prune_ratio"] for r in report["runs"]] == [0.2, 0.4]
+    assert len(report["rows"]) == 3
+    params = [r["params"] for r in report["rows"]]
+    assert params[0] > params[1] > params[2]
+    for ratio in ("0.2", "0.4"):
+        assert (out / f"ratio-{ratio}" / "pruned.pt").is_file()
+        assert (out / f"ratio-{ratio}" / "channels.png").is_file()
+
+
+def test_cli_round_up_without_classic_mode_is_refused(tmp_path, capsys):
+    from yoloslim.cli import main
+
+    code = main(["prune", "--weights", "yolov8n.yaml", "--speed-up", "1.5", "--round-up", "8", "--imgsz", "64",
+                 "--no-latency", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--round-up" in err
+    assert not (tmp_path / "x").exists()

@@ -3,6 +3,9 @@
 Writes pruned.pt (loads with plain ultralytics.YOLO), report.json, report.md and channels.png to
 --out. With --data the report also has mAP, and data-driven methods get calibration batches;
 --finetune-epochs E then trains the pruned model and adds a "finetuned" row.
+--method slim --prune-ratio R is classic network slimming: one global |γ| threshold over all
+prunable BN channels, with --shortcut, --layer-keep and --round-up. Several ratios
+(--prune-ratio 0.2 0.4 0.6) give one subfolder each and one table.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 from yoloslim.commands.common import add_data_arg, add_model_arg
 from yoloslim.prune.methods import DEFAULT_METHOD, METHODS
+from yoloslim.prune.slimming import SHORTCUT_STRATEGIES
 
 NAME = "prune"
 HELP = "structured pruning to a target speed-up"
@@ -24,8 +28,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=DEFAULT_METHOD, metavar="METHOD",
                    help="channel importance: " + ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values()))
     p.add_argument("--speed-up", type=float, default=2.0, help="target base GFLOPs / pruned GFLOPs (> 1)")
-    p.add_argument("--prune-ratio", type=float, default=None,
-                   help="instead of --speed-up: remove this share (0..1) of the prunable channels")
+    p.add_argument("--prune-ratio", type=float, nargs="+", default=None, metavar="R",
+                   help="instead of --speed-up: remove this share (0..1) of the prunable channels; "
+                        "several values prune the same model once each")
     p.add_argument("--max-steps", type=int, default=10, help="planner rounds (one trace + prune each) before giving up")
     p.add_argument("--global", dest="global_pruning", action=argparse.BooleanOptionalAction, default=True,
                    help="rank channels across all layers (--no-global: every layer loses the same share)")
@@ -45,6 +50,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
                    help="measure ONNX Runtime CPU latency for the report")
     p.add_argument("--out", default="runs/prune", help="output folder")
+    g = p.add_argument_group("classic network slimming (--method slim --prune-ratio R)")
+    g.add_argument("--shortcut", choices=SHORTCUT_STRATEGIES, default="skip",
+                   help="channels tied by residual adds: skip = never prune them, first = follow the first "
+                        "layer's mask, union = keep a channel any layer keeps")
+    g.add_argument("--layer-keep", type=float, default=None, metavar="FRACTION",
+                   help="every layer keeps at least this fraction of its channels (and one)")
+    g.add_argument("--round-up", type=int, default=None, metavar="N",
+                   help="round each pruned layer's kept channels up to a multiple of N (8 suits deployment)")
 
 
 def _row(name: str, model, args: argparse.Namespace) -> dict:
@@ -57,17 +70,39 @@ def _row(name: str, model, args: argparse.Namespace) -> dict:
     return row
 
 
+def _classic(args: argparse.Namespace) -> bool:
+    return args.method == "slim" and args.prune_ratio is not None
+
+
+def _prune_once(module, ratio: float | None, args: argparse.Namespace):
+    from yoloslim.prune.api import prune_model
+    from yoloslim.prune.classic import slim_prune_model
+
+    if _classic(args):
+        return slim_prune_model(module, ratio, shortcut=args.shortcut, layer_keep=args.layer_keep,
+                                round_up=args.round_up, imgsz=args.imgsz, ignore=args.ignore)
+    return prune_model(module, method=args.method, speed_up=args.speed_up, prune_ratio=ratio,
+                       imgsz=args.imgsz, max_steps=args.max_steps, global_pruning=args.global_pruning,
+                       round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, ignore=args.ignore,
+                       data=args.data, calib_batches=args.calib_batches, device=args.device, seed=args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
     from yoloslim.data.checks import check_data_yaml
     from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
     from yoloslim.engine.trainer import head_nc
     from yoloslim.errors import UserError
     from yoloslim.models.load import load_module
-    from yoloslim.prune.api import check_prune_settings, finetune, prune_model
-    from yoloslim.prune.report import write_report
+    from yoloslim.prune.api import check_prune_settings, finetune
+    from yoloslim.prune.report import write_report, write_sweep_report
 
-    check_prune_settings(args.method, args.speed_up, args.prune_ratio, args.max_steps, args.round_to or None,
-                         args.max_layer_ratio, args.calib_batches, args.data)
+    ratios = args.prune_ratio or [None]
+    for ratio in ratios:
+        check_prune_settings(args.method, args.speed_up, ratio, args.max_steps, args.round_to or None,
+                             args.max_layer_ratio, args.calib_batches, args.data)
+    if (args.layer_keep is not None or args.round_up is not None) and not _classic(args):
+        raise UserError("--layer-keep and --round-up belong to classic slimming: use them with --method slim "
+                        "--prune-ratio R (with --speed-up, use --max-layer-ratio and --round-to)")
     if args.finetune_epochs and not args.data:
         raise UserError("--finetune-epochs needs --data DATA_YAML to train on")
     base = read_checkpoint(args.weights) if str(args.weights).endswith(".pt") else None
@@ -76,19 +111,25 @@ def run(args: argparse.Namespace) -> int:
         check_data_yaml(args.data, nc=head_nc(module))
     out = Path(args.out).expanduser().resolve()
 
-    result = prune_model(module, method=args.method, speed_up=args.speed_up, prune_ratio=args.prune_ratio,
-                         imgsz=args.imgsz, max_steps=args.max_steps, global_pruning=args.global_pruning,
-                         round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, ignore=args.ignore,
-                         data=args.data, calib_batches=args.calib_batches, device=args.device, seed=args.seed)
-    pruned_pt = save_model_checkpoint(result.model, out / "pruned.pt", meta={"pruned": result.summary()}, base=base)
-    print(f"pruned checkpoint: {pruned_pt}")
-
-    rows = [_row("baseline", module, args), _row("pruned", pruned_pt, args)]
-    if args.finetune_epochs:
-        tuned = finetune(pruned_pt, args.data, epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.batch,
-                         device=args.device, project=out, name="finetune", seed=args.seed)
-        rows.append(_row("finetuned", tuned.best, args))
-        print(f"finetuned checkpoint: {tuned.best}")
-    paths = write_report(out, result.summary(), rows, result.channels)
+    baseline = _row("baseline", module, args)
+    summaries, sweep_rows = [], [baseline]
+    for ratio in ratios:
+        folder = out if len(ratios) == 1 else out / f"ratio-{ratio:g}"
+        result = _prune_once(module, ratio, args)
+        pruned_pt = save_model_checkpoint(result.model, folder / "pruned.pt", meta={"pruned": result.summary()},
+                                          base=base)
+        print(f"pruned checkpoint: {pruned_pt}")
+        label = f"{args.method} {result.speed_up:.2f}x" + (f" (ratio {ratio:g})" if ratio is not None else "")
+        rows = [baseline, _row(label, pruned_pt, args)]
+        if args.finetune_epochs:
+            tuned = finetune(pruned_pt, args.data, epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.batch,
+                             device=args.device, project=folder, name="finetune", seed=args.seed)
+            rows.append(_row(f"{label} finetuned", tuned.best, args))
+            print(f"finetuned checkpoint: {tuned.best}")
+        paths = write_report(folder, result.summary(), rows, result.channels)
+        summaries.append(result.summary())
+        sweep_rows += rows[1:]
+    if len(ratios) > 1:
+        paths = write_sweep_report(out, summaries, sweep_rows)
     print(f"report: {paths['md']}")
     return 0

@@ -91,3 +91,23 @@ def write_report(out: str | Path, summary: dict[str, Any], rows: Sequence[dict[s
     title = f"{summary['method']}: {summary['speed_up']:.2f}x fewer GFLOPs"
     atomic_write_bytes(paths["png"], channels_png(channels, title))
     return paths
+
+
+def write_sweep_report(out: str | Path, summaries: Sequence[dict[str, Any]],
+                       rows: Sequence[dict[str, Any]]) -> dict[str, Path]:
+    """One table for several prune ratios (baseline first, one row per ratio); each ratio's own
+    report, pruned.pt and channels.png are in its subfolder."""
+    from yoloslim.report.table import markdown_table
+
+    out = Path(out)
+    rows = with_percentages(rows)
+    paths = {"json": out / "report.json", "md": out / "report.md"}
+    atomic_write_bytes(paths["json"], (json.dumps({"runs": list(summaries), "rows": rows}, indent=2) + "\n").encode())
+    lines = ["# Pruning sweep", ""]
+    lines += [f"- `{s['method']}` ratio {s['prune_ratio']}: {s['speed_up']:.3f}x fewer GFLOPs at {s['imgsz']} px "
+              f"({s['note']})" for s in summaries]
+    lines += ["", markdown_table(rows[1:], baseline=rows[0]), "",
+              "Before finetuning. Latency: ONNX Runtime, CPU, batch 1; ONNX file sizes are in report.json "
+              "(`onnx_mb`). mAP where a dataset was given; differences to the baseline in brackets.", ""]
+    atomic_write_bytes(paths["md"], "\n".join(lines).encode())
+    return paths

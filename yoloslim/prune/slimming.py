@@ -28,7 +28,7 @@ SHORTCUT_STRATEGIES = ("skip", "first", "union")
 
 
 @dataclass
-class GroupPlan:
+class SlimGroup:
     root: nn.Conv2d
     name: str
     width: int
@@ -55,7 +55,7 @@ def _bn_scores(group, module_order: dict[nn.Module, int]) -> list[torch.Tensor]:
 
 
 def collect_groups(dg: tp.DependencyGraph, model: nn.Module, ignored_layers: list[nn.Module],
-                   shortcut: str) -> list[GroupPlan]:
+                   shortcut: str) -> list[SlimGroup]:
     """Every conv-rooted group with BN-scored channels; coupled groups combined per ``shortcut``."""
     if shortcut not in SHORTCUT_STRATEGIES:
         raise UserError(f"unknown --shortcut {shortcut!r} — choose one of {', '.join(SHORTCUT_STRATEGIES)}")
@@ -71,60 +71,85 @@ def collect_groups(dg: tp.DependencyGraph, model: nn.Module, ignored_layers: lis
         if coupled and shortcut == "skip":
             continue
         scores = bns[0] if (shortcut == "first" or not coupled) else torch.stack(bns).amax(0)
-        plans.append(GroupPlan(root=root, name=names.get(root, "?"), width=len(scores), coupled=coupled,
+        plans.append(SlimGroup(root=root, name=names.get(root, "?"), width=len(scores), coupled=coupled,
                                scores=scores, gammas=bns[:1] if shortcut == "first" else bns))
     return plans
 
 
-def _pool(plans: list[GroupPlan]) -> torch.Tensor:
+def _pool(plans: list[SlimGroup]) -> torch.Tensor:
     return torch.cat([g for p in plans for g in p.gammas])
 
 
-def global_threshold(plans: list[GroupPlan], ratio: float) -> float:
-    """|γ| below which ``ratio`` of all candidate BN channels fall."""
+def check_ratio(ratio: float) -> None:
     if not 0.0 < ratio < 1.0:
         raise UserError(f"--prune-ratio must be in (0, 1), got {ratio}")
+
+
+def below_cut(plans: list[SlimGroup], ratio: float) -> list[torch.Tensor]:
+    """Per plan, a (n_bns, width) mask of the BN channels among the global bottom ``ratio`` share.
+
+    Ranking (stable, ties in model order) rather than comparing to a value, so equal |γ| — e.g. a
+    model that was never trained — still yields exactly the requested share.
+    """
+    pool = _pool(plans)
+    cut = torch.zeros(len(pool), dtype=torch.bool)
+    cut[torch.argsort(pool, stable=True)[: int(ratio * len(pool))]] = True
+    masks, start = [], 0
+    for plan in plans:
+        rows = []
+        for gamma in plan.gammas:
+            rows.append(cut[start:start + len(gamma)])
+            start += len(gamma)
+        masks.append(torch.stack(rows))
+    return masks
+
+
+def global_threshold(plans: list[SlimGroup], ratio: float) -> float:
+    """The |γ| at the cut: channels below it (or tied and earlier) are removed."""
+    check_ratio(ratio)
     scores = _pool(plans).sort().values
     return float(scores[min(int(ratio * len(scores)), len(scores) - 1)])
 
 
-def highest_safe_ratio(plans: list[GroupPlan]) -> float:
-    """Largest ratio whose threshold leaves every layer at least one channel."""
+def highest_safe_ratio(plans: list[SlimGroup]) -> float:
+    """Largest ratio whose cut leaves every layer at least one channel."""
     limit = min(float(p.scores.max()) for p in plans)
     scores = _pool(plans)
     return float((scores < limit).sum()) / len(scores)
 
 
-def assign_keep(plans: list[GroupPlan], threshold: float, layer_keep: float | None, round_up: int | None) -> None:
-    """Fill each plan's kept indices (sorted) from the threshold, the per-layer floor and rounding."""
-    for plan in plans:
-        n_keep = int((plan.scores >= threshold).sum())
+def assign_keep(plans: list[SlimGroup], ratio: float, layer_keep: float | None, round_up: int | None) -> None:
+    """Fill each plan's kept indices (sorted) from the global cut, the per-layer floor and rounding."""
+    for plan, cut in zip(plans, below_cut(plans, ratio)):
+        survives = (~cut).any(0)
+        n_keep = int(survives.sum())
         if layer_keep:
             n_keep = max(n_keep, math.ceil(layer_keep * plan.width), 1)
         if round_up and n_keep < plan.width:
             n_keep = min(plan.width, math.ceil(n_keep / round_up) * round_up)
-        order = torch.argsort(plan.scores, descending=True, stable=True)
-        plan.keep = order[:n_keep].sort().values
+        ranking = torch.argsort(survives.float() * (1 + plan.scores.max()) + plan.scores, descending=True,
+                                stable=True)
+        plan.keep = ranking[:n_keep].sort().values
 
 
-def plan_slimming(plans: list[GroupPlan], ratio: float, layer_keep: float | None = None,
+def plan_slimming(plans: list[SlimGroup], ratio: float, layer_keep: float | None = None,
                   round_up: int | None = None) -> float:
     """Decide kept channels for every plan; returns the threshold. Fails if a layer would empty."""
+    check_ratio(ratio)
     if not plans:
         raise UserError("no BatchNorm-scored conv channels to slim — the model has no prunable BN layers")
-    threshold = global_threshold(plans, ratio)
     if not layer_keep:
-        empty = [p.name for p in plans if float(p.scores.max()) < threshold]
+        empty = [p.name for p, cut in zip(plans, below_cut(plans, ratio)) if bool(cut.all(0).all())]
         if empty:
             raise UserError(
                 f"--prune-ratio {ratio} would remove every channel of {empty[0]} (and {len(empty) - 1} more) — use "
                 f"at most {highest_safe_ratio(plans):.3f}, or pass --layer-keep (e.g. 0.01)"
             )
-    assign_keep(plans, threshold, layer_keep, round_up)
-    return threshold
+    assign_keep(plans, ratio, layer_keep, round_up)
+    return global_threshold(plans, ratio)
 
 
-def apply_plans(dg: tp.DependencyGraph, plans: list[GroupPlan]) -> None:
+def apply_plans(dg: tp.DependencyGraph, plans: list[SlimGroup]) -> None:
     """Remove every channel not kept; each group prunes all of its coupled layers consistently."""
     for plan in plans:
         drop = sorted(set(range(plan.width)) - set(plan.keep.tolist()))
