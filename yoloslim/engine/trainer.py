@@ -112,7 +112,7 @@ class KeepModelMixin:
         return True
 
     def final_eval(self) -> None:
-        """Strip optimizer state but keep fp32, then validate best.pt as ultralytics does."""
+        """Strip optimizer state (and any distillation wrapper) but keep fp32, then validate best.pt."""
         with torch_distributed_zero_first(LOCAL_RANK):
             if RANK in {-1, 0}:
                 results = None
@@ -120,8 +120,10 @@ class KeepModelMixin:
                     if path.exists():
                         ckpt = read_checkpoint(path)
                         results = results or ckpt.get("train_results")
+                        module = checkpoint_module(ckpt)
                         save_model_checkpoint(
-                            checkpoint_module(ckpt), path, base={**ckpt, "train_results": results}
+                            getattr(module, "student_model", module),  # ultralytics' distill_model wrapper
+                            path, base={**ckpt, "train_results": results},
                         )
         if self.best.exists():
             LOGGER.info(f"\nValidating {self.best}...")
