@@ -63,6 +63,9 @@ def train(
         "resume": resume_path or False,
         **overrides,
     }
+    if resume_path:  # the run's own folder and settings come from its checkpoint
+        for key in ("project", "name", "exist_ok"):
+            args.pop(key)
     cls = trainer_class(resume_path or model)
     trainer = cls(overrides={k: str(v) if isinstance(v, Path) else v for k, v in args.items()})
     for event, fn in callbacks:
