@@ -31,8 +31,8 @@ def _as_checkpoint(model: str | Path | nn.Module, workdir: Path) -> Path:
 
 
 def export_onnx(model: str | Path | nn.Module, imgsz: int = 640, out: str | Path | None = None,
-                check: bool = True, opset: int | None = None) -> ExportResult:
-    """Export to ONNX (fp32, batch 1, static shape); compare with PyTorch on one input when ``check``.
+                check: bool = True, opset: int | None = None, batch: int = 1) -> ExportResult:
+    """Export to ONNX (fp32, static ``batch`` × 3 × imgsz × imgsz); compare with PyTorch when ``check``.
 
     ``out`` defaults to the checkpoint's path with ``.onnx``; the file appears only when complete.
     """
@@ -46,12 +46,12 @@ def export_onnx(model: str | Path | nn.Module, imgsz: int = 640, out: str | Path
         shutil.copyfile(ckpt, staged)
         wrapper = load_model(str(staged))
         try:
-            onnx_file = Path(wrapper.export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False,
-                                            half=False, opset=opset, verbose=False))
+            onnx_file = Path(wrapper.export(format="onnx", imgsz=imgsz, batch=batch, simplify=False,
+                                            dynamic=False, half=False, opset=opset, verbose=False))
         except Exception as e:
             raise UserError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]} — "
                             f"protect or remove the offending layer and retry") from None
-        diff = max_abs_diff(wrapper.model, onnx_file, imgsz) if check else float("nan")
+        diff = max_abs_diff(wrapper.model, onnx_file, imgsz, batch=batch) if check else float("nan")
         target = Path(out) if out else (Path(model).with_suffix(".onnx") if not isinstance(model, nn.Module)
                                         else Path.cwd() / "model.onnx")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +66,8 @@ def _flat_first_output(out) -> np.ndarray:
     return out.detach().cpu().float().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
 
 
-def max_abs_diff(module: nn.Module, onnx_file: str | Path, imgsz: int, seed: int = 0) -> float:
-    """Largest absolute difference between PyTorch and ONNX Runtime on one random image.
+def max_abs_diff(module: nn.Module, onnx_file: str | Path, imgsz: int, seed: int = 0, batch: int = 1) -> float:
+    """Largest absolute difference between PyTorch and ONNX Runtime on one random batch.
 
     The exporter fuses Conv+BN, so the reference is the fused module too: the check then
     measures the export, not the (legitimate) rounding difference of fusing.
@@ -79,7 +79,7 @@ def max_abs_diff(module: nn.Module, onnx_file: str | Path, imgsz: int, seed: int
     module = deepcopy(module).float().eval()
     if hasattr(module, "fuse"):
         module = module.fuse(verbose=False)
-    x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
+    x = torch.rand(batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     with torch.inference_mode():
         reference = _flat_first_output(module(x))

@@ -1,0 +1,178 @@
+"""Building blocks of ``benchmarks/methods.py``: the plan, a resumable step cache, latency and the plot.
+
+Kept apart from the orchestration so that the caching can be tested without training anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from yoloslim.prune.methods import METHODS
+
+ALL_METHODS = tuple(METHODS)  # every registered method, in registry order
+QUICK_METHODS = ("lamp", "l1", "group_taylor")
+LATENCY_SIZES_FIXED = (640,)
+LATENCY_BATCHES = (1, 8)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything that decides the numbers. Its hash names the cache, so changing any field starts fresh
+    rows while the baseline (hashed on its own fields only) is reused."""
+
+    n_train: int = 500
+    n_val: int = 100
+    imgsz: int = 160
+    batch: int = 8
+    seed: int = 0
+    baseline_epochs: int = 80
+    sparse_epochs: int = 8
+    finetune_epochs: int = 8
+    sr: float = 1e-2
+    speed_up: float = 2.0
+    classic_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
+    calib_batches: int = 4
+    latency_runs: int = 20
+    latency_threads: int = 1  # one ORT thread: steadier medians on a shared machine than "all cores"
+    methods: tuple[str, ...] = ALL_METHODS
+
+    @classmethod
+    def quick(cls) -> "Plan":
+        return cls(n_train=96, n_val=32, imgsz=96, baseline_epochs=10, sparse_epochs=2, finetune_epochs=2,
+                   classic_ratios=(0.3, 0.5), calib_batches=1, latency_runs=10, methods=QUICK_METHODS)
+
+    def with_methods(self, methods: tuple[str, ...]) -> "Plan":
+        return replace(self, methods=methods)
+
+    def baseline_key(self) -> str:
+        return "baseline-" + config_hash({k: getattr(self, k) for k in ("n_train", "n_val", "imgsz", "batch", "seed",
+                                                                      "baseline_epochs")})
+
+    def rows_key(self) -> str:
+        """Rows depend on every field except which methods are selected (adding one reuses the rest)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "methods"}
+        return "rows-" + config_hash(fields)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def write_json(path: Path, value: Any) -> None:
+    from yoloslim.engine.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode())
+
+
+class StepCache:
+    """One JSON file per finished step under ``folder``: a step is computed once, and an interrupted
+    run picks up after the last step that finished (a half-done step leaves no file). Each file also
+    keeps the seconds its step took, so the total compute time survives resuming."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.seconds: dict[str, float] = {}  # steps used by this run -> seconds they took when computed
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def get_or_run(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.path(key)
+        if path.is_file():
+            stored = json.loads(path.read_text())
+        else:
+            started = time.perf_counter()
+            stored = {"value": compute()}
+            stored["seconds"] = round(time.perf_counter() - started, 1)
+            write_json(path, stored)
+        self.seconds[key] = stored["seconds"]
+        return stored["value"]
+
+
+def latencies(weights: Path, train_imgsz: int, runs: int, threads: int) -> dict[str, float]:
+    """ONNX Runtime CPU medians after warm-up, at the training size and 640, batch 1 and 8.
+    ``latency_ms`` (training size, batch 1) is the table's Inference Time column."""
+    from yoloslim.engine.export import export_onnx
+    from yoloslim.report.metrics import onnx_latency_ms
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="yoloslim-methods-") as tmp:
+        for imgsz in (train_imgsz, *LATENCY_SIZES_FIXED):
+            for batch in LATENCY_BATCHES:
+                onnx_file = export_onnx(weights, imgsz=imgsz, out=Path(tmp) / "model.onnx", check=False,
+                                        batch=batch).path
+                out[f"latency_{imgsz}_b{batch}_ms"] = onnx_latency_ms(onnx_file, imgsz, batch=batch, runs=runs,
+                                                                        threads=threads)
+    out["latency_ms"] = out[f"latency_{train_imgsz}_b1_ms"]
+    return out
+
+
+def latency_table(rows: list[dict[str, Any]], train_imgsz: int) -> str:
+    sizes = (train_imgsz, *LATENCY_SIZES_FIXED)
+    keys = [(s, b) for s in sizes for b in LATENCY_BATCHES]
+    head = "| model | " + " | ".join(f"{s} px batch {b}" for s, b in keys) + " |"
+    lines = [head, "|" + "---|" + "---:|" * len(keys)]
+    for row in rows:
+        cells = [f"{row[f'latency_{s}_b{b}_ms']:.1f} ms" if f"latency_{s}_b{b}_ms" in row else "–" for s, b in keys]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tool_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | speed-up reached | prune seconds | mAP50-95 right after pruning | finetune seconds | "
+             "pruned architecture (hash) |", "|---|---:|---:|---:|---:|---|"]
+    for row in rows:
+        prune = row["prune"]
+        lines.append(f"| {row['name']} | {prune['speed_up']:.3f}x | {prune['seconds']:.1f} | "
+                     f"{row['map50_95_before_finetune']:.3f} | {row['train_seconds']:.0f} | `{row['architecture']}` |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], baseline: dict[str, Any], path: Path) -> None:
+    """mAP50-95 against GFLOPs, one marker per row (baseline as a star), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = "osD^v<>pPXhH8d*"
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter(baseline["gflops"], baseline["map50_95"], marker="*", s=220, color="black", label=baseline["name"])
+    for i, row in enumerate(rows):
+        ax.scatter(row["gflops"], row["map50_95"], marker=markers[i % len(markers)], s=70, label=row["name"])
+    ax.set_xlabel(f"GFLOPs at {baseline.get('imgsz', '')} px")
+    ax.set_ylabel("mAP50-95 (val)")
+    ax.set_title("yolov8n on synthetic digits: accuracy vs cost per pruning method")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(staged, dpi=120)
+    plt.close(fig)
+    os.replace(staged, path)
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+    import torch_pruning
+    import ultralytics
+
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
+    except (OSError, subprocess.CalledProcessError):
+        cpu = platform.processor() or "?"
+    return {"nproc": os.cpu_count(), "cpu": cpu, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
+            "torch_pruning": torch_pruning.__version__, "onnxruntime": onnxruntime.__version__}

@@ -1,0 +1,243 @@
+"""The seed-style table for every pruning method on one model and dataset, from one command.
+
+    OMP_NUM_THREADS=1 python benchmarks/methods.py [--quick] [--methods lamp l1 ...] [--speed-up 2.0] [--out DIR]
+
+synth digits → yolov8n baseline (cached by a hash of its settings, reused across runs) → per method:
+sparse-train from the baseline if the method needs it, prune to ``--speed-up``, finetune a fixed number
+of epochs, validate and time → one row. Then classic slimming at fixed ratios (``round_up`` 8, from the
+slim sparse checkpoint) and the best method finetuned with distillation from the baseline. Every step is
+cached as JSON as soon as it finishes, so re-running the same command resumes an interrupted run.
+Writes ``methods.md`` (tables), ``methods.json`` (raw) and ``methods.png`` (mAP50-95 vs GFLOPs) to ``--out``.
+``--quick`` is a smoke test (3 methods, tiny budgets): its numbers say nothing about the methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _methods_lib import (ALL_METHODS, Plan, StepCache, latencies, latency_table, machine, plot,  # noqa: E402
+                          tool_table, write_json)
+
+DISTILL_TERMS = {"logit": "l2", "feature": "cwd"}
+CLASSIC_ROUND_UP = 8
+
+
+def log(text: str) -> None:
+    print(f"[methods {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def architecture_hash(channels: list[dict[str, Any]]) -> str:
+    """Short fingerprint of the pruned widths: equal across runs with the same seed (determinism check)."""
+    widths = [(c["layer"], c["after"]) for c in channels]
+    return hashlib.sha256(json.dumps(widths).encode()).hexdigest()[:12]
+
+
+class Benchmark:
+    def __init__(self, plan: Plan, out: Path) -> None:
+        from yoloslim.demo import DemoPlan
+
+        self.plan = plan
+        self.out = out.resolve()
+        self.recipe = DemoPlan(batch=plan.batch, seed=plan.seed).train_recipe()
+        self.runs = self.out / "runs" / plan.rows_key()
+        self.shared = StepCache(self.out / "cache")
+        self.steps = StepCache(self.out / "cache" / plan.rows_key())
+        self.data: Path | None = None
+
+    def train_args(self, name: str) -> dict[str, Any]:
+        return dict(imgsz=self.plan.imgsz, project=self.runs, name=name, exist_ok=True, **self.recipe)
+
+    def dataset(self) -> Path:
+        from yoloslim.data import generate_dataset
+
+        p = self.plan
+        return generate_dataset("digits", self.out / "data" / f"digits-{p.n_train}-{p.n_val}-{p.imgsz}-{p.seed}",
+                                n_train=p.n_train, n_val=p.n_val, imgsz=p.imgsz, seed=p.seed, show_progress=False)
+
+    def baseline(self) -> str:
+        from yoloslim.engine.train import train
+
+        key = self.plan.baseline_key()
+
+        def run() -> dict[str, Any]:
+            log(f"training the baseline ({self.plan.baseline_epochs} epochs)")
+            started = time.perf_counter()
+            result = train("yolov8n.yaml", self.data, epochs=self.plan.baseline_epochs,
+                           **{**self.train_args(key), "project": self.out / "runs"})
+            return {"weights": str(result.best), "train_seconds": time.perf_counter() - started}
+
+        return self.shared.get_or_run(key, run)["weights"]
+
+    def measure(self, name: str, weights: str | Path) -> dict[str, Any]:
+        from yoloslim.engine.validate import validate
+        from yoloslim.report.metrics import measure
+
+        p = self.plan
+        return {"name": name, "weights": str(weights), **measure(Path(weights), imgsz=p.imgsz, latency=False),
+                **validate(Path(weights), self.data, imgsz=p.imgsz, batch=p.batch),
+                **latencies(Path(weights), p.imgsz, p.latency_runs, p.latency_threads)}
+
+    def sparse(self, method: str, baseline: str) -> str:
+        from yoloslim.sparsity.api import sparse_train
+
+        def run() -> dict[str, Any]:
+            log(f"sparse training for {method} ({self.plan.sparse_epochs} epochs, sr {self.plan.sr:g})")
+            started = time.perf_counter()
+            result = sparse_train(baseline, self.data, sr=self.plan.sr, method=method,
+                                  epochs=self.plan.sparse_epochs, **self.train_args(f"sparse-{method}"))
+            return {"weights": str(result.last), "train_seconds": time.perf_counter() - started}
+
+        return self.steps.get_or_run(f"sparse-{method}", run)["weights"]
+
+    def pruned(self, key: str, prune: Callable[[], Any]) -> dict[str, Any]:
+        from yoloslim.engine.checkpoint import save_model_checkpoint
+        from yoloslim.engine.validate import validate
+
+        def run() -> dict[str, Any]:
+            log(f"pruning: {key}")
+            result = prune()
+            path = save_model_checkpoint(result.model, self.runs / f"{key}.pt", meta={"pruned": result.summary()})
+            summary = {k: v for k, v in result.summary().items() if k not in ("protected", "rewritten")}
+            return {"weights": str(path), "prune": summary, "architecture": architecture_hash(result.channels),
+                    "map50_95_before_finetune": validate(path, self.data, imgsz=self.plan.imgsz,
+                                                         batch=self.plan.batch)["map50_95"]}
+
+        return self.steps.get_or_run(f"pruned-{key}", run)
+
+    def row(self, key: str, name: str, pruned: dict[str, Any], teacher: str | None = None) -> dict[str, Any]:
+        from yoloslim.distill.api import distill
+        from yoloslim.prune.api import finetune
+
+        def run() -> dict[str, Any]:
+            epochs = self.plan.finetune_epochs
+            log(f"{'distilling' if teacher else 'finetuning'}: {name} ({epochs} epochs)")
+            started = time.perf_counter()
+            if teacher:
+                result = distill(pruned["weights"], self.data, teacher=teacher, epochs=epochs,
+                                 **DISTILL_TERMS, **self.train_args(f"finetune-{key}"))
+            else:
+                result = finetune(pruned["weights"], self.data, epochs=epochs, **self.train_args(f"finetune-{key}"))
+            seconds = time.perf_counter() - started
+            return {**self.measure(name, result.best), "train_seconds": seconds,
+                    **{k: pruned[k] for k in ("prune", "architecture", "map50_95_before_finetune")}}
+
+        row = self.steps.get_or_run(f"row-{key}", run)
+        log(f"{name}: mAP50-95 {row['map50_95']:.3f}, {row['gflops']:.3f} GFLOPs, architecture {row['architecture']}")
+        return row
+
+    def run(self) -> dict[str, Any]:
+        from yoloslim.prune.api import prune_model
+        from yoloslim.prune.classic import slim_prune_model
+        from yoloslim.prune.methods import get_method
+
+        p = self.plan
+        self.data = self.dataset()
+        baseline = self.baseline()
+        base_row = self.steps.get_or_run("row-baseline", lambda: self.measure("BaseLine yolov8n", baseline))
+        log(f"baseline: mAP50-95 {base_row['map50_95']:.3f} (mAP50 {base_row['map50']:.3f})")
+
+        rows, pruned_by_method = [], {}
+        for method in p.methods:
+            source = self.sparse(method, baseline) if get_method(method).needs_sparse_training else baseline
+            pruned = self.pruned(method, lambda: prune_model(source, method=method, speed_up=p.speed_up,
+                                                             imgsz=p.imgsz, data=self.data,
+                                                             calib_batches=p.calib_batches, seed=p.seed))
+            pruned_by_method[method] = pruned
+            rows.append(self.row(method, f"{method} {p.speed_up:g}X", pruned))
+
+        slim_sparse = self.sparse("slim", baseline)
+        for ratio in p.classic_ratios:
+            key = f"classic-slim-{ratio:g}"
+            pruned = self.pruned(key, lambda: slim_prune_model(slim_sparse, prune_ratio=ratio,
+                                                               round_up=CLASSIC_ROUND_UP, imgsz=p.imgsz))
+            rows.append(self.row(key, f"classic slim ratio {ratio:g} (round up {CLASSIC_ROUND_UP})", pruned))
+
+        best = max(p.methods, key=lambda m: rows[p.methods.index(m)]["map50_95"])
+        rows.append(self.row(f"{best}-distill", f"{best} {p.speed_up:g}X + distill "
+                                                f"({DISTILL_TERMS['logit']}+{DISTILL_TERMS['feature']})",
+                             pruned_by_method[best], teacher=baseline))
+        return {"baseline": base_row, "rows": rows, "best_method": best}
+
+
+def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_seconds: dict[str, float],
+           out: Path) -> str:
+    from yoloslim.report.table import markdown_table
+
+    base, rows = result["baseline"], result["rows"]
+    text = "\n\n".join([
+        markdown_table(rows, baseline=base),
+        f"Latency (ONNX Runtime, CPU, {plan.latency_threads} thread(s), median of {plan.latency_runs} runs "
+        f"after 3 warm-up runs):\n\n"
+        + latency_table([base, *rows], plan.imgsz),
+        "Pruning and finetuning cost per row:\n\n" + tool_table(rows),
+    ])
+    meta = {"command": command, "plan": asdict(plan), "machine": machine(),
+            "wall_seconds_this_invocation": round(wall, 1), "step_seconds": step_seconds,
+            "compute_seconds": round(sum(step_seconds.values()), 1),
+            "date": time.strftime("%Y-%m-%d"), "best_method": result["best_method"]}
+    write_json(out / "methods.json", {**meta, "baseline": base, "rows": rows})
+    from yoloslim.engine.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(out / "methods.md", (text + "\n").encode())
+    plot(rows, {**base, "imgsz": plan.imgsz}, out / "methods.png")
+    return text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: 3 methods, tiny data and epochs")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD", help=f"subset of: {' '.join(ALL_METHODS)}")
+    parser.add_argument("--speed-up", type=float, default=2.0, help="target GFLOPs reduction (default 2.0)")
+    parser.add_argument("--out", default="runs/benchmarks/methods", help="cache and report folder")
+    parser.add_argument("--baseline-epochs", type=int, help="override the plan's baseline epochs")
+    parser.add_argument("--finetune-epochs", type=int, help="override the plan's finetune/distill epochs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yoloslim  # noqa: F401  (offline setup before ultralytics)
+    from yoloslim.errors import UserError
+
+    args = parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    try:
+        unknown = sorted(set(args.methods or ()) - set(ALL_METHODS))
+        if unknown:
+            raise UserError(f"unknown method(s) {', '.join(unknown)} — choose from: {' '.join(ALL_METHODS)}")
+        if not args.speed_up > 1.0:
+            raise UserError(f"--speed-up must be greater than 1.0, got {args.speed_up}")
+        if args.methods:
+            plan = plan.with_methods(tuple(args.methods))
+        for option in ("baseline_epochs", "finetune_epochs"):
+            value = getattr(args, option)
+            if value is not None and value < 1:
+                raise UserError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+        plan = replace(plan, speed_up=args.speed_up, baseline_epochs=args.baseline_epochs or plan.baseline_epochs,
+                       finetune_epochs=args.finetune_epochs or plan.finetune_epochs)
+        out = Path(args.out)
+        command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+        started = time.perf_counter()
+        bench = Benchmark(plan, out)
+        result = bench.run()
+        steps = {**bench.shared.seconds, **bench.steps.seconds}
+        text = report(result, plan, command, time.perf_counter() - started, steps, out.resolve())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\n{text}\n\nwall time {time.perf_counter() - started:.0f} s (all steps incl. cached ones: "
+          f"{sum(steps.values()):.0f} s); report in {out.resolve()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
