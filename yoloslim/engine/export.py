@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,18 @@ FORMATS = ("onnx",)
 class ExportResult:
     path: Path
     max_abs_diff: float
+
+
+@contextmanager
+def _quiet_exporter():
+    """The exporter's closing hints name the temporary staging file, which is gone afterwards."""
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _as_checkpoint(model: str | Path | nn.Module, workdir: Path) -> Path:
@@ -46,8 +60,9 @@ def export_onnx(model: str | Path | nn.Module, imgsz: int = 640, out: str | Path
         shutil.copyfile(ckpt, staged)
         wrapper = load_model(str(staged))
         try:
-            onnx_file = Path(wrapper.export(format="onnx", imgsz=imgsz, batch=batch, simplify=False,
-                                            dynamic=False, half=False, opset=opset, verbose=False))
+            with _quiet_exporter():
+                onnx_file = Path(wrapper.export(format="onnx", imgsz=imgsz, batch=batch, simplify=False,
+                                                dynamic=False, opset=opset, verbose=False))
         except Exception as e:
             raise UserError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]} — "
                             f"protect or remove the offending layer and retry") from None
