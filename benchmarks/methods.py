@@ -79,13 +79,11 @@ class Benchmark:
         return self.shared.get_or_run(key, run)["weights"]
 
     def measure(self, name: str, weights: str | Path) -> dict[str, Any]:
-        from yoloslim.engine.validate import validate
-        from yoloslim.report.metrics import measure
+        from yoloslim.report.table import comparison_row
 
         p = self.plan
-        return {"name": name, "weights": str(weights), **measure(Path(weights), imgsz=p.imgsz, latency=False),
-                **validate(Path(weights), self.data, imgsz=p.imgsz, batch=p.batch),
-                **latencies(Path(weights), p.imgsz, p.latency_runs, p.latency_threads)}
+        return {**comparison_row(name, Path(weights), p.imgsz, data=self.data, batch=p.batch, latency=False),
+                "weights": str(weights), **latencies(Path(weights), p.imgsz, p.latency_runs, p.latency_threads)}
 
     def sparse(self, method: str, baseline: str) -> str:
         from yoloslim.sparsity.api import sparse_train

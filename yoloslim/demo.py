@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from yoloslim.engine.checkpoint import atomic_write_bytes
 
@@ -51,13 +51,6 @@ def _step(index: int, total: int, text: str) -> Callable[[], None]:
     return lambda: print(f"[{index}/{total}] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _row(name: str, weights: Path, data: Path, imgsz: int, batch: int) -> dict[str, Any]:
-    from yoloslim.engine.validate import validate
-    from yoloslim.report.metrics import measure
-
-    return {"name": name, **measure(weights, imgsz=imgsz), **validate(weights, data, imgsz=imgsz, batch=batch)}
-
-
 def run_demo(out: str | Path = "runs/demo", plan: DemoPlan | None = None) -> str:
     """Run the whole workflow into ``out`` and return the markdown comparison table."""
     from yoloslim.data import generate_dataset
@@ -66,7 +59,7 @@ def run_demo(out: str | Path = "runs/demo", plan: DemoPlan | None = None) -> str
     from yoloslim.engine.export import export_onnx
     from yoloslim.engine.train import train
     from yoloslim.prune.api import prune_model
-    from yoloslim.report.table import markdown_table
+    from yoloslim.report.table import comparison_row, markdown_table
 
     plan = plan or DemoPlan()
     out = Path(out).resolve()
@@ -105,11 +98,11 @@ def run_demo(out: str | Path = "runs/demo", plan: DemoPlan | None = None) -> str
     done()
 
     done = _step(5, total, "validating and timing")
-    base_row = _row("BaseLine yolov8n", baseline, data, plan.imgsz, plan.batch)
-    rows = [
-        _row(f"{plan.method.upper()} {plan.speed_up}x (no finetune)", pruned_path, data, plan.imgsz, plan.batch),
-        _row(f"{plan.method.upper()} {plan.speed_up}x + distill finetune", finetuned, data, plan.imgsz, plan.batch),
-    ]
+    label = f"{plan.method.upper()} {plan.speed_up}x"
+    measured = dict(imgsz=plan.imgsz, data=data, batch=plan.batch)
+    base_row = comparison_row("BaseLine yolov8n", baseline, **measured)
+    rows = [comparison_row(f"{label} (no finetune)", pruned_path, **measured),
+            comparison_row(f"{label} + distill finetune", finetuned, **measured)]
     done()
 
     done = _step(6, total, "exporting to ONNX")

@@ -61,13 +61,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _row(name: str, model, args: argparse.Namespace) -> dict:
-    from yoloslim.engine.validate import validate
-    from yoloslim.report.metrics import measure
+    from yoloslim.report.table import comparison_row
 
-    row = {"name": name, **measure(model, imgsz=args.imgsz, latency=args.latency)}
-    if args.data:
-        row.update(validate(model, args.data, imgsz=args.imgsz, batch=args.batch, device=args.device))
-    return row
+    return comparison_row(name, model, args.imgsz, data=args.data, batch=args.batch, device=args.device,
+                          latency=args.latency)
 
 
 def _classic(args: argparse.Namespace) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
+
+from torch import nn
 
 COLUMNS = ("Parameters", "GFLOPs", "Model Size", "mAP50", "mAP50-95", "Inference Time")
 
@@ -46,3 +49,15 @@ def markdown_table(rows: Sequence[dict[str, Any]], baseline: dict[str, Any] | No
     for row in rows:
         lines.append(f"| {row.get('name', '')} | " + " | ".join(_cells(row, baseline)) + " |")
     return "\n".join(lines)
+
+
+def comparison_row(name: str, model: str | Path | nn.Module, imgsz: int, data: str | Path | None = None,
+                   batch: int = 16, device: str = "cpu", latency: bool = True) -> dict[str, Any]:
+    """One table row: what the model costs and, when a dataset is given, its accuracy."""
+    from yoloslim.engine.validate import validate
+    from yoloslim.report.metrics import measure
+
+    row = {"name": name, **measure(model, imgsz=imgsz, latency=latency)}
+    if data is not None:
+        row.update(validate(model, data, imgsz=imgsz, batch=batch, device=device))
+    return row
