@@ -15,6 +15,7 @@ from pathlib import Path
 import yoloslim  # noqa: F401  (offline setup before ultralytics)
 from yoloslim.data import generate_dataset
 from yoloslim.demo import DemoPlan
+from yoloslim.engine.checkpoint import atomic_write_bytes
 from yoloslim.engine.train import train
 from yoloslim.engine.validate import validate
 
@@ -38,7 +39,7 @@ def main() -> None:
                      name=name.split(" (")[0].replace(" ", "-"), **settings).best
         rows.append({"name": name, "seconds": round(time.perf_counter() - start),
                      **validate(best, data, imgsz=plan.imgsz)})
-    (out / "result.json").write_text(json.dumps(rows, indent=1))
+    atomic_write_bytes(out / "result.json", json.dumps(rows, indent=1).encode())
     print("| recipe | mAP50 | mAP50-95 | seconds |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['map50']:.3f} | {r['map50_95']:.3f} | {r['seconds']} |")

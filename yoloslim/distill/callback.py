@@ -24,6 +24,7 @@ from yoloslim.distill.criterion import DistillCriterion, build_distillation
 from yoloslim.distill.schedules import schedule_factor
 from yoloslim.engine.checkpoint import record_meta
 from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP
+from yoloslim.report.metrics import count_params
 
 
 def load_teacher(teacher: str | Path | nn.Module, trainer) -> nn.Module:
@@ -96,7 +97,7 @@ class Distiller:
                 record_meta(model, distill=summary)
         n_connector = sum(p.numel() for p in params)
         LOGGER.info(
-            f"distill: teacher {summary['teacher']} ({sum(p.numel() for p in teacher.parameters()):,} "
+            f"distill: teacher {summary['teacher']} ({count_params(teacher):,} "
             f"params), terms {', '.join(self.criterion.names)}, schedule {self.config.schedule}, "
             f"{n_connector:,} connector params (trained, not saved)"
         )
