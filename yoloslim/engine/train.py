@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 from torch import nn
 
 from yoloslim.data.checks import check_data_yaml
+from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
 from yoloslim.engine.trainer import trainer_class
 from yoloslim.errors import UserError
 
@@ -50,8 +51,13 @@ def train(
         raise UserError(f"--epochs must be at least 1, got {epochs}")
     resume_path = _resume_checkpoint(resume)
     data_yaml = check_data_yaml(data)
+    if not resume_path and isinstance(model, (str, Path)) and str(model).endswith(".pt"):
+        # read once: the module both picks the trainer class and is what trains
+        model, spec = checkpoint_module(read_checkpoint(model)), str(model)
+    else:
+        spec = model if isinstance(model, (str, Path)) else "module.pt"
     args = {
-        "model": resume_path or (model if isinstance(model, (str, Path)) else "module.pt"),
+        "model": resume_path or spec,
         "data": str(data_yaml),
         "epochs": epochs,
         "imgsz": imgsz,

@@ -48,18 +48,16 @@ class KeepModelMixin:
         super().save_metrics({**metrics, **(self.extra_metrics or {})})
 
     def setup_model(self):
-        if isinstance(self.model, nn.Module):
-            self._check_head_matches_data(self.model)
-            return None
-        if str(self.model).endswith(".pt"):
-            ckpt = read_checkpoint(self.model)
-            module = checkpoint_module(ckpt)
-            for p in module.parameters():
-                p.requires_grad_(True)
-            self._check_head_matches_data(module)
-            self.model = module
-            return ckpt
-        return super().setup_model()
+        ckpt = None
+        if not isinstance(self.model, nn.Module):
+            if not str(self.model).endswith(".pt"):
+                return super().setup_model()
+            ckpt = read_checkpoint(self.model)  # resume, or a trainer built from a checkpoint path
+            self.model = checkpoint_module(ckpt)
+        for p in self.model.parameters():  # saved frozen; enabling here spares ultralytics' per-layer warnings
+            p.requires_grad_(True)
+        self._check_head_matches_data(self.model)
+        return ckpt
 
     def _check_head_matches_data(self, model: nn.Module) -> None:
         nc = head_nc(model)
