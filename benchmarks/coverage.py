@@ -1,21 +1,16 @@
 """Which ultralytics detectors yoloslim can prune: build each from its yaml, prune to a target, run it.
 
-    python benchmarks/coverage.py [--imgsz 640] [--mac-imgsz 128] [--speed-up 2.0] [--models yolov8n yolo11n ...]
+    python benchmarks/coverage.py [--imgsz 640] [--speed-up 2.0] [--method lamp] [--models yolov8n yolo11n ...]
 
 Each model runs in its own process with a time limit, so one failure or hang cannot stop the
-table. Pruning is a plain loop — torch-pruning's MetaPruner with L1 magnitude, global, small
-steps — and the speed-up (MACs before / after) is recounted after each step. Counting at
-``--imgsz`` every step is slow, and a count at one small size misleads: conv MACs grow with
-pixels (s²), attention MACs with pixels squared (s⁴), and RT-DETR's decoder queries cost the
-same at any size. So MACs are counted at three small sizes (``--mac-imgsz`` × 1, 1.5, 2) and
-the exact polynomial A + B·s² + C·s⁴ through them is evaluated at ``--imgsz``; the final
-speed-up is a real count at ``--imgsz``. Writes docs/COVERAGE.md.
+table. Pruning is ``yoloslim.prune.api.prune_model`` with its defaults — the same call as
+``yoloslim prune --weights <yaml> --speed-up 2.0`` — so the table shows what users get; the model
+then runs forward at ``--imgsz``. Writes docs/COVERAGE.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import subprocess
@@ -26,72 +21,32 @@ from pathlib import Path
 MODELS = ("yolov3", "yolov3-tiny", "yolov5nu", "yolov6n", "yolov8n", "yolov8n-p2", "yolov8n-p6", "yolov8n-ghost",
           "yolov9t", "yolov9s", "yolov10n", "yolov10s", "yolo11n", "yolo12n", "yolo26n", "rtdetr-l", "rtdetr-resnet50")
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 60  # MetaPruner iterative steps towards a 0.9 channel ratio: ~1.5% of channels per step
-MAX_RATIO = 0.9
 
 
-def _macs(model, imgsz: int) -> float:
-    import thop
-    import torch
-
-    probe_input = torch.zeros(1, 3, imgsz, imgsz, device=next(model.parameters()).device)
-    macs, _ = thop.profile(copy.deepcopy(model).eval(), inputs=(probe_input,), verbose=False)
-    return float(macs)
-
-
-def _predicted_macs(model, imgsz: int, small: int) -> float:
-    """MACs at ``imgsz`` from counts at three small sizes (see the module docstring)."""
-    import numpy as np
-
-    sizes = [round(small * factor / 64) * 64 for factor in (1.0, 1.5, 2.0)]
-    scaled = np.array([(size / imgsz) ** 2 for size in sizes])
-    terms = np.stack([np.ones(3), scaled, scaled**2], axis=1)
-    coefficients = np.linalg.solve(terms, np.array([_macs(model, size) for size in sizes]))
-    return float(coefficients.sum())
-
-
-def prune_one(name: str, imgsz: int, mac_imgsz: int, target: float) -> dict:
-    """Build, prepare, prune to ``target`` and run one model; returns a table row."""
+def prune_one(name: str, imgsz: int, target: float, method: str) -> dict:
+    """Build, prune to ``target`` and run one model; returns a table row."""
     import yoloslim  # noqa: F401  (offline setup before ultralytics)
     import torch
-    import torch_pruning as tp
 
     from yoloslim.models import load_module
-    from yoloslim.prune import prepare_for_pruning
+    from yoloslim.prune.api import prune_model
 
     started = time.monotonic()
     torch.manual_seed(0)  # ultralytics initialises weights randomly; the table should be reproducible
-    model = load_module(f"{name}.yaml")
-    params_before = sum(p.numel() for p in model.parameters())
-    prepared = prepare_for_pruning(model, imgsz=64)
-    base = _macs(model, imgsz)
-    pruner = tp.pruner.MetaPruner(
-        model, prepared.example_inputs, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=MAX_RATIO,
-        iterative_steps=STEPS, global_pruning=True, ignored_layers=prepared.ignored_layers,
-        forward_fn=prepared.forward_fn,
-    )
-    steps = 0
-    while steps < STEPS and base / _predicted_macs(model, imgsz, mac_imgsz) < target:
-        pruner.step()
-        steps += 1
-    while steps < STEPS and base / _macs(model, imgsz) < target:  # only if the prediction was off
-        pruner.step()
-        steps += 1
-    model.eval()
+    result = prune_model(load_module(f"{name}.yaml"), method=method, speed_up=target, imgsz=imgsz)
     with torch.no_grad():
-        model(torch.zeros(1, 3, imgsz, imgsz))
+        result.model.eval()(torch.zeros(1, 3, imgsz, imgsz))
     return {
-        "model": name, "ok": True, "speed_up": base / _macs(model, imgsz), "steps": steps,
-        "params_before": params_before, "params_after": sum(p.numel() for p in model.parameters()),
-        "rewritten": len(prepared.rewritten),
-        "protected": [f"{n} ({r.split(':')[0].split(' (')[0]})" for n, r in prepared.protected],
+        "model": name, "ok": True, "reached": result.reached, "note": result.note, "speed_up": result.speed_up, "steps": result.steps,
+        "params_before": result.base_params, "params_after": result.params, "rewritten": len(result.rewritten),
+        "protected": [f"{n} ({r.split(':')[0].split(' (')[0]})" for n, r in result.protected],
         "seconds": time.monotonic() - started,
     }
 
 
 def run_isolated(name: str, args) -> dict:
-    command = [sys.executable, __file__, "--one", name, "--imgsz", str(args.imgsz), "--mac-imgsz",
-               str(args.mac_imgsz), "--speed-up", str(args.speed_up)]
+    command = [sys.executable, __file__, "--one", name, "--imgsz", str(args.imgsz), "--speed-up", str(args.speed_up),
+               "--method", args.method]
     started = time.monotonic()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
@@ -108,27 +63,24 @@ def run_isolated(name: str, args) -> dict:
 def markdown(rows: list[dict], args) -> str:
     lines = [
         "# Pruning coverage", "",
-        f"Every detection model yaml that ultralytics ships, built with random weights (nc=80), prepared with "
-        f"`prepare_for_pruning`, pruned with torch-pruning's MetaPruner (L1 magnitude, global) towards "
-        f"{args.speed_up}x fewer MACs (steps of ~{MAX_RATIO / STEPS:.1%} of the channels, at most {STEPS}), then run "
-        f"forward at {args.imgsz} px. After each step the loop needs MACs at {args.imgsz} px; it counts them (thop) "
-        f"at three small sizes from {args.mac_imgsz} px and evaluates the polynomial A + B·s² + C·s⁴ through them "
-        f"at {args.imgsz} px (convs grow with s², attention with s⁴, RT-DETR's decoder queries not at all; a "
-        f"single small size would be wrong: yolo12n has 28.5x the MACs at 640 px as at 128 px, rtdetr-l 12x, not "
-        f"25x). The speed-up below is a real count at {args.imgsz} px. This is a plain loop, not the yoloslim "
-        f"planner. Seconds include building, tracing and MAC counting.",
+        f"Every detection model yaml that ultralytics ships, built with random weights (nc=80) and pruned with "
+        f"`prune_model` (method `{args.method}`, the planner's defaults: global, round_to 8, max_layer_ratio 0.8, "
+        f"at most 10 planner rounds) to {args.speed_up}x fewer GFLOPs at {args.imgsz} px — what "
+        f"`yoloslim prune --weights <yaml> --method {args.method} --speed-up {args.speed_up} --imgsz {args.imgsz}` "
+        f"does — then run forward at {args.imgsz} px. GFLOPs are ultralytics' count (thop, stride-aware "
+        f"extrapolation). Seconds include building, rewriting, tracing and planning.",
         "",
         f"Command: `python benchmarks/coverage.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
         f"Machine: {platform.processor() or platform.machine()}, {platform.platform()}, Python "
         f"{platform.python_version()}, torch {_version('torch')}, ultralytics {_version('ultralytics')}, "
         f"torch-pruning {_version('torch_pruning')}", "",
-        "| model | result | speed-up | steps | params before | params after | rewritten blocks | protected modules "
+        "| model | result | speed-up | planner rounds | params before | params after | rewritten blocks | protected modules "
         "| seconds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row["ok"]:
-            result = "ok" if row["speed_up"] >= args.speed_up else "best reached"
+            result = "ok" if row["reached"] else f"best reached: {row['note']}"
             lines.append(f"| {row['model']} | {result} | {row['speed_up']:.3f}x | {row['steps']} | "
                          f"{row['params_before']:,} | "
                          f"{row['params_after']:,} | {row['rewritten']} | {', '.join(row['protected'])} | "
@@ -138,10 +90,11 @@ def markdown(rows: list[dict], args) -> str:
                          f"{row['seconds']:.0f} |")
     lines += [
         "",
-        f"\"best reached\": the loop ended ({STEPS} steps, {MAX_RATIO:.0%} of the prunable channels) below the "
-        "target. Protected modules bound what pruning can remove: heads are protected whole, hidden head convs "
-        "included, so a model whose head holds about half of its MACs (the stride-4 head of yolov8n-p2) cannot "
-        "reach 2x. \"rewritten blocks\": chunking blocks replaced by split-free equivalents before tracing.",
+        "\"best reached\": the planner stopped below the target, for the reason given; the CLI's warning then "
+        "suggests raising --max-layer-ratio (default 0.8), protecting fewer modules or lowering the target. "
+        "Protected modules bound what pruning can remove: heads are protected whole, hidden head convs "
+        "included, which leaves less to prune where the head holds much of the compute (the stride-4 head "
+        "of yolov8n-p2). \"rewritten blocks\": chunking blocks replaced by split-free equivalents before tracing.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -159,14 +112,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--mac-imgsz", type=int, default=128)
+    parser.add_argument("--method", default="lamp", help="pruning method (yoloslim's default: lamp)")
     parser.add_argument("--speed-up", type=float, default=2.0)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per model")
     parser.add_argument("--out", default=str(ROOT / "docs" / "COVERAGE.md"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(prune_one(args.one, args.imgsz, args.mac_imgsz, args.speed_up)))
+        print(json.dumps(prune_one(args.one, args.imgsz, args.speed_up, args.method)))
         return 0
     rows = []
     for name in args.models:
