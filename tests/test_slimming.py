@@ -57,6 +57,22 @@ def slim(model, ratio, shortcut, layer_keep=None, round_up=None):
     return kept
 
 
+class ChainNet(nn.Module):
+    """stem -> 1x1 conv+BN -> depthwise conv+BN -> head: two BNs in one group, no residual add."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.stem = ConvBN(3, width)
+        self.pw = nn.Conv2d(width, width, 1, bias=False)
+        self.pw_bn = nn.BatchNorm2d(width)
+        self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False)
+        self.dw_bn = nn.BatchNorm2d(width)
+        self.head = nn.Conv2d(width, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.dw_bn(self.dw(self.pw_bn(self.pw(self.stem(x))))))
+
+
 def test_strategies_differ_and_keep_the_add_consistent():
     kept = {s: slim(make_model(), 0.4, s, layer_keep=0.05) for s in ("skip", "first", "union")}
     assert "stem.conv" not in kept["skip"], "skip leaves the coupled group out"
@@ -165,3 +181,45 @@ def test_cli_round_up_without_classic_mode_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--round-up" in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("shortcut", ["skip", "first", "union"])
+def test_chained_bns_without_an_add_are_pruned_as_one_channel(shortcut):
+    """A chain's channel goes only when both of its BNs are small, whatever the shortcut strategy."""
+    model = ChainNet().eval()
+    model.pw_bn.weight.data = torch.tensor([0.01] * 4 + [0.02] * 4 + [1.0] * 8)
+    model.dw_bn.weight.data = torch.tensor([0.01] * 4 + [1.0] * 4 + [0.02] * 4 + [1.0] * 4)
+    x = torch.rand(1, 3, 16, 16)
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    plans = collect_groups(dg, model, [model.head], shortcut)
+    assert not any(p.coupled for p in plans)
+    plan_slimming(plans, 0.2)
+    chain = next(p for p in plans if len(p.gammas) == 2)
+    assert chain.keep.tolist() == list(range(4, 16))
+    apply_plans(dg, plans)
+    assert model.pw.out_channels == model.dw.out_channels == 12
+    assert model(x).shape == (1, 4, 16, 16)
+
+
+def test_sparse_training_and_slimming_share_the_residual_rule():
+    """On yolov10n (SCDown: 1x1 + depthwise, no add) the BNs sparse training penalizes are exactly those
+    that ``--shortcut skip`` may prune."""
+    from yoloslim.models import load_module
+    from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
+    from yoloslim.sparsity.selection import select_bns
+
+    p = prepare_for_pruning(load_module("yolov10n.yaml"), imgsz=64)
+    graph = build_dependency_graph(p)
+    names = {m: n for n, m in p.model.named_modules()}
+    skip_roots = {plan.name for plan in collect_groups(graph, p.model, p.ignored_layers, "skip")}
+    penalized = set(select_bns(p.model, graph, p.ignored_layers).penalized)
+    chained = 0
+    for group in graph.get_all_groups(ignored_layers=p.ignored_layers, root_module_types=[nn.Conv2d]):
+        bns = {names[dep.target.module] for dep, _ in group if isinstance(dep.target.module, nn.BatchNorm2d)
+               and dep.handler == tp.prune_batchnorm_out_channels}
+        if not bns:
+            continue
+        root = names[group[0].dep.target.module]
+        assert (root in skip_roots) == bns.issubset(penalized), root
+        chained += len(bns) > 1 and root in skip_roots
+    assert chained >= 3, "yolov10n's SCDown groups hold two BNs and are not tied by an add"

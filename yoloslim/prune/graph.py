@@ -325,3 +325,20 @@ def build_dependency_graph(p: Prunable):
     graph = tp.DependencyGraph().build_dependency(p.model, p.example_inputs, forward_fn=p.forward_fn, verbose=False)
     graph.IGNORED_LAYERS_IN_TRACING.extend(p.ignored_layers)
     return graph
+
+
+RESIDUAL_OPS = ("Add", "Sub")  # autograd node names of the element-wise ops that tie channels across a shortcut
+
+
+def tied_by_residual(group) -> bool:
+    """Whether a torch-pruning group's channels meet in a residual add (or subtraction).
+
+    Such channels only disappear when every branch of the sum agrees, so sparse training leaves them
+    alone by default and classic slimming treats them by its ``--shortcut`` strategy. A group that merely
+    holds several BNs in a chain (a 1x1 conv followed by a depthwise conv, as in YOLOv10's SCDown) is
+    not tied: removing a channel there removes it from the whole chain.
+    """
+    import torch_pruning as tp
+
+    return any(isinstance(dep.target.module, tp.ops._ElementWiseOp)
+               and str(dep.target.module._grad_fn).startswith(RESIDUAL_OPS) for dep, _ in group)

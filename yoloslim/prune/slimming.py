@@ -1,12 +1,15 @@
 """Classic network slimming (Liu et al., 2017): one global threshold on BN |γ|.
 
 Channels are scored by the |γ| of the BatchNorm that follows their conv. Channels tied through a
-residual add form one torch-pruning group holding several BNs; the shortcut strategy decides how
-those BNs' masks combine:
+residual add (``yoloslim.prune.graph.tied_by_residual``, the rule sparse training uses too) form one
+torch-pruning group holding several BNs; the shortcut strategy decides how those BNs' masks combine:
 
 - ``skip``: never prune such a group;
 - ``first``: the group follows the mask of its first BN (in the model's module order);
 - ``union``: a channel is kept if any BN of the group keeps it.
+
+A group with several BNs in a chain and no add (a 1x1 conv then a depthwise conv) is not tied: it is
+pruned under every strategy, and its channel is kept if any of its BNs keeps it, as in ``union``.
 
 ``layer_keep`` keeps at least that share of every layer (and one channel); ``round_up`` rounds each
 pruned layer's kept count *up* to a multiple (8 suits deployment hardware), keeping the next
@@ -23,6 +26,7 @@ import torch_pruning as tp
 from torch import nn
 
 from yoloslim.errors import UserError
+from yoloslim.prune.graph import tied_by_residual
 
 SHORTCUT_STRATEGIES = ("skip", "first", "union")
 
@@ -67,12 +71,13 @@ def collect_groups(dg: tp.DependencyGraph, model: nn.Module, ignored_layers: lis
         bns = _bn_scores(group, order)
         if not bns:
             continue
-        coupled = len(bns) > 1
+        coupled = tied_by_residual(group)
         if coupled and shortcut == "skip":
             continue
-        scores = bns[0] if (shortcut == "first" or not coupled) else torch.stack(bns).amax(0)
+        follow_first = coupled and shortcut == "first"
+        scores = bns[0] if follow_first else torch.stack(bns).amax(0)
         plans.append(SlimGroup(root=root, name=names.get(root, "?"), width=len(scores), coupled=coupled,
-                               scores=scores, gammas=bns[:1] if shortcut == "first" else bns))
+                               scores=scores, gammas=bns[:1] if follow_first else bns))
     return plans
 
 

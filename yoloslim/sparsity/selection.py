@@ -21,10 +21,11 @@ from typing import Iterable
 import torch_pruning as tp
 from torch import nn
 
+from yoloslim.prune.graph import tied_by_residual
+
 EXCLUDED_PROTECTED = "protected (head or ignored layer)"
 EXCLUDED_UNPRUNABLE = "channels not prunable"
 EXCLUDED_COUPLED = "tied to a residual add"
-RESIDUAL_OPS = ("Add", "Sub")
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,6 @@ def _protected_names(model: nn.Module, ignored_layers: Iterable[nn.Module]) -> s
     return names
 
 
-def _is_residual_op(module: nn.Module) -> bool:
-    return isinstance(module, tp.ops._ElementWiseOp) and str(module._grad_fn).startswith(RESIDUAL_OPS)
-
-
 def _member(graph: tp.DependencyGraph, name: str, module: nn.Module, item) -> Member | None:
     """The weight slice a group item touches, for the layer types whose weight layout is known."""
     out = graph.is_out_channel_pruning_fn(item.dep.handler)
@@ -131,7 +128,7 @@ def select_bns(
         group_bns = [n for n in group_bns if n not in protected]
         if not group_bns:
             continue
-        if not penalize_coupled and any(_is_residual_op(dep.target.module) for dep, _ in group):
+        if not penalize_coupled and tied_by_residual(group):
             excluded.update(dict.fromkeys(group_bns, EXCLUDED_COUPLED))
             continue
         members = []
