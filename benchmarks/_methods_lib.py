@@ -137,6 +137,19 @@ def tool_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def sparse_vs_normal_table(control: dict[str, Any]) -> str:
+    ratios = [r["ratio"] for r in control["normal"]["rows"]]
+    head = "| continuation | median \\|γ\\| | \\|γ\\| < 0.1 | " + " | ".join(
+        "unpruned" if r == 0 else f"ratio {r:g}" for r in ratios) + " |"
+    lines = [head, "|---|---:|---:|" + "---:|" * len(ratios)]
+    for kind in ("normal", "sparse"):
+        c = control[kind]
+        cells = [f"{r['map50']:.3f} / {r['map50_95']:.3f}" for r in c["rows"]]
+        lines.append(f"| {kind} | {c['gamma_median']:.3f} | {100 * c['gamma_share_below_0.1']:.1f}% | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict[str, Any]], baseline: dict[str, Any], path: Path) -> None:
     """mAP50-95 against GFLOPs, one marker per row (baseline as a star), written atomically."""
     import matplotlib

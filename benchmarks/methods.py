@@ -5,7 +5,9 @@
 synth digits → yolov8n baseline (cached by a hash of its settings, reused across runs) → per method:
 sparse-train from the baseline if the method needs it, prune to ``--speed-up``, finetune a fixed number
 of epochs, validate and time → one row. Then classic slimming at fixed ratios (``round_up`` 8, from the
-slim sparse checkpoint) and the best method finetuned with distillation from the baseline. Every step is
+slim sparse checkpoint), the same cuts (no finetuning) on the slim-sparse model and on an equally long
+continuation without penalty (does sparse training make the cut cheaper?), and the best method finetuned
+with distillation from the baseline. Every step is
 cached as JSON as soon as it finishes, so re-running the same command resumes an interrupted run.
 Writes ``methods.md`` (tables), ``methods.json`` (raw) and ``methods.png`` (mAP50-95 vs GFLOPs) to ``--out``.
 ``--quick`` is a smoke test (3 methods, tiny budgets): its numbers say nothing about the methods.
@@ -23,13 +25,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _methods_lib import (ALL_METHODS, Plan, StepCache, latencies, latency_table, machine, plot,  # noqa: E402
-                          tool_table, write_json)
+                          sparse_vs_normal_table, tool_table, write_json)
 
 DISTILL_TERMS = {"logit": "l2", "feature": "cwd"}
 CLASSIC_ROUND_UP = 8
+CONTROL_LAYER_KEEP = 0.01  # the sparse-vs-normal cuts: a normally trained model's cut may otherwise empty a layer
 
 
 def log(text: str) -> None:
@@ -85,17 +90,49 @@ class Benchmark:
         return {**comparison_row(name, Path(weights), p.imgsz, data=self.data, batch=p.batch, latency=False),
                 "weights": str(weights), **latencies(Path(weights), p.imgsz, p.latency_runs, p.latency_threads)}
 
-    def sparse(self, method: str, baseline: str) -> str:
+    def sparse(self, method: str, baseline: str, sr: float | None = None) -> str:
+        """The baseline trained ``sparse_epochs`` more with ``method``'s penalty; ``sr=0`` is the same
+        continuation without penalty (the control for the sparse-vs-normal comparison)."""
         from yoloslim.sparsity.api import sparse_train
 
+        sr = self.plan.sr if sr is None else sr
+        key = f"sparse-{method}" if sr == self.plan.sr else f"sparse-{method}-sr{sr:g}"
+
         def run() -> dict[str, Any]:
-            log(f"sparse training for {method} ({self.plan.sparse_epochs} epochs, sr {self.plan.sr:g})")
+            log(f"sparse training for {method} ({self.plan.sparse_epochs} epochs, sr {sr:g})")
             started = time.perf_counter()
-            result = sparse_train(baseline, self.data, sr=self.plan.sr, method=method,
-                                  epochs=self.plan.sparse_epochs, **self.train_args(f"sparse-{method}"))
+            result = sparse_train(baseline, self.data, sr=sr, method=method,
+                                  epochs=self.plan.sparse_epochs, **self.train_args(key))
             return {"weights": str(result.last), "train_seconds": time.perf_counter() - started}
 
-        return self.steps.get_or_run(f"sparse-{method}", run)["weights"]
+        return self.steps.get_or_run(key, run)["weights"]
+
+    def sparse_vs_normal(self, baseline: str, sparse: str) -> dict[str, Any]:
+        """The same classic cuts (no finetuning) on the slim-sparse model and on a continuation trained
+        equally long without penalty: does sparse training make the cut cost less mAP?"""
+        from yoloslim.engine.validate import validate
+        from yoloslim.prune.classic import slim_prune_model
+        from yoloslim.sparsity.compare import checkpoint_gammas
+
+        normal = self.sparse("slim", baseline, sr=0.0)
+        p = self.plan
+
+        def run() -> dict[str, Any]:
+            result = {}
+            for kind, weights in (("normal", normal), ("sparse", sparse)):
+                log(f"sparse vs normal: slimming the {kind} continuation at ratios {p.classic_ratios}")
+                gammas = checkpoint_gammas(weights)
+                rows = [{"ratio": 0.0, **validate(weights, self.data, imgsz=p.imgsz, batch=p.batch)}]
+                for ratio in p.classic_ratios:
+                    pruned = slim_prune_model(weights, prune_ratio=ratio, round_up=CLASSIC_ROUND_UP,
+                                              layer_keep=CONTROL_LAYER_KEEP, imgsz=p.imgsz)
+                    rows.append({"ratio": ratio, "gflops": pruned.gflops,
+                                 **validate(pruned.model, self.data, imgsz=p.imgsz, batch=p.batch)})
+                result[kind] = {"weights": weights, "rows": rows, "gamma_median": float(np.median(gammas)),
+                                "gamma_share_below_0.1": float((gammas < 0.1).mean())}
+            return result
+
+        return self.steps.get_or_run("sparse-vs-normal", run)
 
     def pruned(self, key: str, prune: Callable[[], Any]) -> dict[str, Any]:
         from yoloslim.engine.checkpoint import save_model_checkpoint
@@ -160,11 +197,12 @@ class Benchmark:
                                                                round_up=CLASSIC_ROUND_UP, imgsz=p.imgsz))
             rows.append(self.row(key, f"classic slim ratio {ratio:g} (round up {CLASSIC_ROUND_UP})", pruned))
 
+        control = self.sparse_vs_normal(baseline, slim_sparse)
         best = max(p.methods, key=lambda m: rows[p.methods.index(m)]["map50_95"])
         rows.append(self.row(f"{best}-distill", f"{best} {p.speed_up:g}X + distill "
                                                 f"({DISTILL_TERMS['logit']}+{DISTILL_TERMS['feature']})",
                              pruned_by_method[best], teacher=baseline))
-        return {"baseline": base_row, "rows": rows, "best_method": best}
+        return {"baseline": base_row, "rows": rows, "best_method": best, "sparse_vs_normal": control}
 
 
 def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_seconds: dict[str, float],
@@ -178,12 +216,16 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
         f"after 3 warm-up runs):\n\n"
         + latency_table([base, *rows], plan.imgsz),
         "Pruning and finetuning cost per row:\n\n" + tool_table(rows),
+        f"Classic slimming (round up {CLASSIC_ROUND_UP}, layer keep {CONTROL_LAYER_KEEP:g}, no finetuning) of the "
+        f"baseline continued {plan.sparse_epochs} epochs with the slim penalty (sr {plan.sr:g}) or without "
+        f"(sr 0), mAP50 / mAP50-95:\n\n" + sparse_vs_normal_table(result["sparse_vs_normal"]),
     ])
     meta = {"command": command, "plan": asdict(plan), "machine": machine(),
             "wall_seconds_this_invocation": round(wall, 1), "step_seconds": step_seconds,
             "compute_seconds": round(sum(step_seconds.values()), 1),
             "date": time.strftime("%Y-%m-%d"), "best_method": result["best_method"]}
-    write_json(out / "methods.json", {**meta, "baseline": base, "rows": rows})
+    write_json(out / "methods.json", {**meta, "baseline": base, "rows": rows,
+                                      "sparse_vs_normal": result["sparse_vs_normal"]})
     from yoloslim.engine.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(out / "methods.md", (text + "\n").encode())
