@@ -21,6 +21,7 @@ import yoloslim  # noqa: F401  (configures ultralytics before it is imported)
 from yoloslim.engine.trainer import KeepModelMixin
 from yoloslim.errors import UserError
 from yoloslim.sparsity.callback import SparseTraining
+from yoloslim.sparsity.optimizer_advice import sparse_optimizer_warning
 from yoloslim.sparsity.penalties import METHODS, make_penalty
 from yoloslim.sparsity.schedule import sr_at
 from yoloslim.sparsity.selection import EXCLUDED_COUPLED, EXCLUDED_PROTECTED, select_bns
@@ -76,9 +77,10 @@ def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 class StepTrainer(KeepModelMixin):
     """The parts of an ultralytics trainer that optimizer_step and SparseTraining touch."""
 
-    def __init__(self, model: nn.Module, scale: float = 2.0**10, batches_per_epoch: int = 1) -> None:
+    def __init__(self, model: nn.Module, scale: float = 2.0**10, batches_per_epoch: int = 1,
+                 optimizer: type[torch.optim.Optimizer] = torch.optim.SGD) -> None:
         self.model = model
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+        self.optimizer = optimizer(model.parameters(), lr=LR)
         self.scaler = torch.amp.GradScaler("cpu", init_scale=scale, growth_interval=10**6)
         self.ema = None
         self.epoch, self.epochs = 0, 1
@@ -94,10 +96,11 @@ class StepTrainer(KeepModelMixin):
 
 
 def run_sparse(model: nn.Module, sr: float, micro_batches, accumulate: int = 1, scale: float = 2.0**10,
-               method: str = "slim", extension: SparseTraining | None = None) -> tuple[SparseTraining, StepTrainer]:
+               method: str = "slim", extension: SparseTraining | None = None,
+               optimizer: type[torch.optim.Optimizer] = torch.optim.SGD) -> tuple[SparseTraining, StepTrainer]:
     """Train like ultralytics does: backward on each scaled micro-batch loss, optimizer_step every k."""
     extension = extension or SparseTraining(make_penalty(method, toy_selection(model)), sr=sr, schedule="constant")
-    trainer = StepTrainer(model, scale=scale, batches_per_epoch=len(micro_batches))
+    trainer = StepTrainer(model, scale=scale, batches_per_epoch=len(micro_batches), optimizer=optimizer)
     for event, fn in extension.events():
         trainer.add_callback(event, fn)
     trainer.run_callbacks("on_train_start")
@@ -194,6 +197,24 @@ def test_slim_step_moves_gamma_by_exactly_lr_times_sr_at_any_scale() -> None:
         run_sparse(sparse, 1e-2, batches, scale=scale)
         moved = sparse.a[1].weight.detach() - plain.a[1].weight.detach()
         torch.testing.assert_close(moved, -LR * 1e-2 * torch.sign(start), rtol=1e-4, atol=1e-8)
+
+
+def test_under_adam_sr_barely_changes_how_far_gamma_moves_and_the_run_warns() -> None:
+    """The reason sparse training warns about Adam: 10x the penalty, about the same γ drift, capped near lr × steps."""
+    batches = toy_batches(10)
+    drift = {}
+    for sr in (1.0, 10.0):
+        model = toy_model(small_gammas=False)
+        start = model.a[1].weight.detach().clone()
+        extension, trainer = run_sparse(model, sr, batches, optimizer=torch.optim.AdamW)
+        drift[sr] = (start - model.a[1].weight.detach()).abs()
+    cap = LR * len(batches)
+    assert float(drift[10.0].max()) <= 1.05 * cap
+    assert float(drift[10.0].mean()) < 1.2 * float(drift[1.0].mean())
+    warning = sparse_optimizer_warning(trainer)
+    assert warning is not None and "AdamW" in warning and f"~{cap:.2g} " in warning and "--optimizer SGD" in warning
+    _, sgd_trainer = run_sparse(toy_model(), 1e-2, toy_batches(1))
+    assert sparse_optimizer_warning(sgd_trainer) is None
 
 
 def test_accumulated_micro_batches_get_the_penalty_once_per_step() -> None:

@@ -16,6 +16,9 @@ def add_data_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="YOLO data.yaml (make one offline with `yoloslim synth`)")
 
 
+OPTIMIZERS = ("auto", "SGD", "MuSGD", "AdamW", "Adam", "NAdam", "RAdam", "Adamax", "RMSprop")
+
+
 def add_train_args(p: argparse.ArgumentParser, epochs: int = 100) -> None:
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs")
     p.add_argument("--imgsz", type=int, default=640, help="square input size in pixels")
@@ -25,6 +28,11 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int = 100) -> None:
     p.add_argument("--project", default=None, help="folder for runs (default ./runs/<command>)")
     p.add_argument("--name", default=None, help="run name inside the project folder")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--optimizer", default="auto", choices=OPTIMIZERS, metavar="{" + ",".join(OPTIMIZERS) + "}",
+                   help="ultralytics optimizer; 'auto' picks AdamW for runs under 10k iterations, else SGD "
+                        "(sparse training wants SGD: Adam's step ignores --sr)")
+    p.add_argument("--lr0", type=float, default=None,
+                   help="initial learning rate (default: ultralytics' 0.01; ignored by --optimizer auto)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision on CUDA (ignored on CPU)")
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write training plots")
@@ -41,4 +49,6 @@ def train_overrides(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "amp": args.amp,
         "plots": args.plots,
+        "optimizer": args.optimizer,
+        **({"lr0": args.lr0} if args.lr0 is not None else {}),
     }

@@ -18,6 +18,7 @@ from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, KeepModelMixin
+from yoloslim.sparsity.optimizer_advice import sparse_optimizer_warning
 from yoloslim.sparsity.penalties import Penalty
 from yoloslim.sparsity.plots import plot_gamma_history
 from yoloslim.sparsity.schedule import check_schedule, sr_at
@@ -55,6 +56,9 @@ class SparseTraining:
                             f"got {type(trainer).__name__}")
         trainer.clip_grad_norm = self.clip
         self.penalty.bind(trainer.model)
+        warning = sparse_optimizer_warning(trainer)
+        if warning and RANK in {-1, 0}:
+            LOGGER.warning(warning)
 
     def on_train_epoch_start(self, trainer) -> None:
         self._batches = 0
