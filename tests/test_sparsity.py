@@ -278,6 +278,8 @@ def _ddp_worker(rank: int, world: int, init_file: str, extension_bytes: bytes, o
         shards = [(x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]) for x, y in toy_batches(steps)]
         run_sparse(model, extension.sr, shards, extension=extension)
         torch.save(gammas(model.module, extension.penalty.selection.penalized), f"{out}.{rank}")
+        del model  # DDP's reducer holds the group: release it before the group goes
+        dist.barrier()  # neither rank tears gloo down while the other may still be talking
     finally:
         dist.destroy_process_group()
 
