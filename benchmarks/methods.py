@@ -34,7 +34,7 @@ from _methods_lib import (ALL_METHODS, Plan, StepCache, latencies, latency_table
 
 DISTILL_TERMS = {"logit": "l2", "feature": "cwd"}
 CLASSIC_ROUND_UP = 8
-CONTROL_LAYER_KEEP = 0.01  # the sparse-vs-normal cuts: a normally trained model's cut may otherwise empty a layer
+CLASSIC_LAYER_KEEP = 0.01  # without a floor a ratio above the smallest per-layer max |γ| would empty a layer
 
 
 def log(text: str) -> None:
@@ -125,7 +125,7 @@ class Benchmark:
                 rows = [{"ratio": 0.0, **validate(weights, self.data, imgsz=p.imgsz, batch=p.batch)}]
                 for ratio in p.classic_ratios:
                     pruned = slim_prune_model(weights, prune_ratio=ratio, round_up=CLASSIC_ROUND_UP,
-                                              layer_keep=CONTROL_LAYER_KEEP, imgsz=p.imgsz)
+                                              layer_keep=CLASSIC_LAYER_KEEP, imgsz=p.imgsz)
                     rows.append({"ratio": ratio, "gflops": pruned.gflops,
                                  **validate(pruned.model, self.data, imgsz=p.imgsz, batch=p.batch)})
                 result[kind] = {"weights": weights, "rows": rows, "gamma_median": float(np.median(gammas)),
@@ -194,7 +194,8 @@ class Benchmark:
         for ratio in p.classic_ratios:
             key = f"classic-slim-{ratio:g}"
             pruned = self.pruned(key, lambda: slim_prune_model(slim_sparse, prune_ratio=ratio,
-                                                               round_up=CLASSIC_ROUND_UP, imgsz=p.imgsz))
+                                                               round_up=CLASSIC_ROUND_UP,
+                                                               layer_keep=CLASSIC_LAYER_KEEP, imgsz=p.imgsz))
             rows.append(self.row(key, f"classic slim ratio {ratio:g} (round up {CLASSIC_ROUND_UP})", pruned))
 
         control = self.sparse_vs_normal(baseline, slim_sparse)
@@ -216,7 +217,7 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
         f"after 3 warm-up runs):\n\n"
         + latency_table([base, *rows], plan.imgsz),
         "Pruning and finetuning cost per row:\n\n" + tool_table(rows),
-        f"Classic slimming (round up {CLASSIC_ROUND_UP}, layer keep {CONTROL_LAYER_KEEP:g}, no finetuning) of the "
+        f"Classic slimming (round up {CLASSIC_ROUND_UP}, layer keep {CLASSIC_LAYER_KEEP:g}, no finetuning) of the "
         f"baseline continued {plan.sparse_epochs} epochs with the slim penalty (sr {plan.sr:g}) or without "
         f"(sr 0), mAP50 / mAP50-95:\n\n" + sparse_vs_normal_table(result["sparse_vs_normal"]),
     ])
