@@ -30,7 +30,7 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int = 100) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--optimizer", default="auto", choices=OPTIMIZERS, metavar="{" + ",".join(OPTIMIZERS) + "}",
                    help="ultralytics optimizer; 'auto' picks AdamW for runs under 10k iterations, else SGD "
-                        "(sparse training wants SGD: Adam's step ignores --sr)")
+                        "(with Adam-family optimizers --sr hardly changes how far BN γ shrink; with SGD it sets the pace)")
     p.add_argument("--lr0", type=float, default=None,
                    help="initial learning rate (default: ultralytics' 0.01; ignored by --optimizer auto)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
