@@ -20,6 +20,7 @@ from yoloslim.prune.methods import METHODS
 
 ALL_METHODS = tuple(METHODS)  # every registered method, in registry order
 QUICK_METHODS = ("lamp", "l1", "group_taylor")
+DEFAULT_MODEL = "yolov8n.yaml"
 LATENCY_SIZES_FIXED = (640,)
 LATENCY_BATCHES = (1, 8)
 
@@ -44,6 +45,8 @@ class Plan:
     latency_runs: int = 20
     latency_threads: int = 1  # one ORT thread: steadier medians on a shared machine than "all cores"
     methods: tuple[str, ...] = ALL_METHODS
+    model: str | None = None  # None: yolov8n.yaml; a yaml is trained for baseline_epochs, a checkpoint is used as is
+    data: str | None = None  # None: synthesize digits (n_train, n_val, imgsz, seed); else a data.yaml
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -53,9 +56,18 @@ class Plan:
     def with_methods(self, methods: tuple[str, ...]) -> "Plan":
         return replace(self, methods=methods)
 
+    @property
+    def model_name(self) -> str:
+        path = Path(self.model or DEFAULT_MODEL)
+        return f"{path.parent.parent.name}/{path.stem}" if path.stem in ("best", "last") else path.stem  # run/weights/
+
+    @property
+    def data_name(self) -> str:
+        return "synthetic digits" if self.data is None else Path(self.data).name
+
     def baseline_key(self) -> str:
         return "baseline-" + config_hash({k: getattr(self, k) for k in ("n_train", "n_val", "imgsz", "batch", "seed",
-                                                                      "baseline_epochs")})
+                                                                      "baseline_epochs", "model", "data")})
 
     def rows_key(self) -> str:
         """Rows depend on every field except which methods are selected (adding one reuses the rest)."""
@@ -64,6 +76,8 @@ class Plan:
 
 
 def config_hash(config: dict[str, Any]) -> str:
+    """Unset (None) fields are left out, so caches written before a field existed keep their names."""
+    config = {k: v for k, v in config.items() if v is not None}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -150,7 +164,7 @@ def sparse_vs_normal_table(control: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], baseline: dict[str, Any], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], baseline: dict[str, Any], path: Path, title: str) -> None:
     """mAP50-95 against GFLOPs, one marker per row (baseline as a star), written atomically."""
     import matplotlib
 
@@ -164,7 +178,7 @@ def plot(rows: list[dict[str, Any]], baseline: dict[str, Any], path: Path) -> No
         ax.scatter(row["gflops"], row["map50_95"], marker=markers[i % len(markers)], s=70, label=row["name"])
     ax.set_xlabel(f"GFLOPs at {baseline.get('imgsz', '')} px")
     ax.set_ylabel("mAP50-95 (val)")
-    ax.set_title("yolov8n on synthetic digits: accuracy vs cost per pruning method")
+    ax.set_title(f"{title}: accuracy vs cost per pruning method")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

@@ -1,8 +1,10 @@
 """The seed-style table for every pruning method on one model and dataset, from one command.
 
     OMP_NUM_THREADS=1 python benchmarks/methods.py [--quick] [--methods lamp l1 ...] [--speed-up 2.0] [--out DIR]
+                                                   [--model yolo11n.yaml | best.pt] [--data data.yaml]
 
-synth digits → yolov8n baseline (cached by a hash of its settings, reused across runs) → per method:
+synth digits (or ``--data``) → yolov8n baseline (or ``--model``: a yaml is trained, a checkpoint is used as
+the baseline; cached by a hash of its settings, reused across runs) → per method:
 sparse-train from the baseline if the method needs it, prune to ``--speed-up``, finetune a fixed number
 of epochs, validate and time → one row. Then classic slimming at fixed ratios (``round_up`` 8, from the
 slim sparse checkpoint), the same cuts (no finetuning) on the slim-sparse model and on an equally long
@@ -29,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _methods_lib import (ALL_METHODS, Plan, StepCache, latencies, latency_table, machine, plot,  # noqa: E402
+from _methods_lib import (ALL_METHODS, DEFAULT_MODEL, Plan, StepCache, latencies, latency_table, machine, plot,  # noqa: E402
                           sparse_vs_normal_table, tool_table, write_json)
 
 DISTILL_TERMS = {"logit": "l2", "feature": "cwd"}
@@ -66,18 +68,23 @@ class Benchmark:
         from yoloslim.data import generate_dataset
 
         p = self.plan
+        if p.data is not None:
+            return Path(p.data)
         return generate_dataset("digits", self.out / "data" / f"digits-{p.n_train}-{p.n_val}-{p.imgsz}-{p.seed}",
                                 n_train=p.n_train, n_val=p.n_val, imgsz=p.imgsz, seed=p.seed, show_progress=False)
 
     def baseline(self) -> str:
         from yoloslim.engine.train import train
 
+        model = self.plan.model or DEFAULT_MODEL
+        if not model.endswith((".yaml", ".yml")):
+            return str(Path(model).resolve())  # the user's trained model is the baseline
         key = self.plan.baseline_key()
 
         def run() -> dict[str, Any]:
-            log(f"training the baseline ({self.plan.baseline_epochs} epochs)")
+            log(f"training the baseline {model} ({self.plan.baseline_epochs} epochs)")
             started = time.perf_counter()
-            result = train("yolov8n.yaml", self.data, epochs=self.plan.baseline_epochs,
+            result = train(model, self.data, epochs=self.plan.baseline_epochs,
                            **{**self.train_args(key), "project": self.out / "runs"})
             return {"weights": str(result.best), "train_seconds": time.perf_counter() - started}
 
@@ -178,7 +185,7 @@ class Benchmark:
         p = self.plan
         self.data = self.dataset()
         baseline = self.baseline()
-        base_row = self.steps.get_or_run("row-baseline", lambda: self.measure("BaseLine yolov8n", baseline))
+        base_row = self.steps.get_or_run("row-baseline", lambda: self.measure(f"BaseLine {p.model_name}", baseline))
         log(f"baseline: mAP50-95 {base_row['map50_95']:.3f} (mAP50 {base_row['map50']:.3f})")
 
         rows, pruned_by_method = [], {}
@@ -230,8 +237,19 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
     from yoloslim.engine.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(out / "methods.md", (text + "\n").encode())
-    plot(rows, {**base, "imgsz": plan.imgsz}, out / "methods.png")
+    plot(rows, {**base, "imgsz": plan.imgsz}, out / "methods.png", title=f"{plan.model_name} on {plan.data_name}")
     return text
+
+
+def check_inputs(plan: Plan) -> None:
+    """Fail in one line before any work if a given file is missing, not after the first training."""
+    from yoloslim.errors import UserError
+
+    if plan.data is not None and not Path(plan.data).is_file():
+        raise UserError(f"--data {plan.data} does not exist — pass the path of your dataset's data.yaml")
+    model = plan.model or DEFAULT_MODEL
+    if not model.endswith((".yaml", ".yml")) and not Path(model).is_file():
+        raise UserError(f"--model {model} does not exist — pass a trained checkpoint (.pt) or a model yaml")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -240,6 +258,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", metavar="METHOD", help=f"subset of: {' '.join(ALL_METHODS)}")
     parser.add_argument("--speed-up", type=float, default=2.0, help="target GFLOPs reduction (default 2.0)")
     parser.add_argument("--out", default="runs/benchmarks/methods", help="cache and report folder")
+    parser.add_argument("--model", help="baseline: a model yaml to train (default yolov8n.yaml) or a trained "
+                                        "checkpoint to use as is")
+    parser.add_argument("--data", help="data.yaml of your dataset (default: synthesize digits); the cache is keyed "
+                                       "by this path, so use a new --out if the files behind it change")
+    parser.add_argument("--imgsz", type=int, help="override the plan's image size (training, GFLOPs, latency)")
+    parser.add_argument("--batch", type=int, help="override the plan's batch size")
     parser.add_argument("--baseline-epochs", type=int, help="override the plan's baseline epochs")
     parser.add_argument("--finetune-epochs", type=int, help="override the plan's finetune/distill epochs")
     return parser.parse_args(argv)
@@ -259,12 +283,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--speed-up must be greater than 1.0, got {args.speed_up}")
         if args.methods:
             plan = plan.with_methods(tuple(args.methods))
-        for option in ("baseline_epochs", "finetune_epochs"):
-            value = getattr(args, option)
-            if value is not None and value < 1:
+        overrides = {option: getattr(args, option) for option in ("imgsz", "batch", "baseline_epochs", "finetune_epochs")
+                     if getattr(args, option) is not None}
+        for option, value in overrides.items():
+            if value < 1:
                 raise UserError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
-        plan = replace(plan, speed_up=args.speed_up, baseline_epochs=args.baseline_epochs or plan.baseline_epochs,
-                       finetune_epochs=args.finetune_epochs or plan.finetune_epochs)
+        plan = replace(plan, speed_up=args.speed_up, model=args.model, data=args.data, **overrides)
+        check_inputs(plan)
         out = Path(args.out)
         command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
         started = time.perf_counter()

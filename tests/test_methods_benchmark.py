@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from _methods_lib import Plan, StepCache  # noqa: E402
+from _methods_lib import Plan, StepCache, config_hash  # noqa: E402
 
 
 def test_finished_step_is_read_back_not_recomputed(tmp_path):
@@ -45,3 +45,30 @@ def test_cache_keys_follow_the_settings_that_change_numbers():
     assert longer.rows_key() != plan.rows_key()
     assert longer.baseline_key() == plan.baseline_key()  # the baseline survives finetune changes
     assert replace(plan, imgsz=plan.imgsz * 2).baseline_key() != plan.baseline_key()
+
+
+def test_your_own_model_and_data_key_the_cache_and_unset_ones_keep_old_names():
+    plan = Plan.quick()
+    assert replace(plan, data="mine/data.yaml").baseline_key() != plan.baseline_key()
+    assert replace(plan, model="yolo11n.yaml").rows_key() != plan.rows_key()
+    assert replace(plan, model=None, data=None).rows_key() == plan.rows_key()
+    assert config_hash({"imgsz": 96, "model": None}) == config_hash({"imgsz": 96})  # caches from before --model
+
+
+def test_a_checkpoint_is_the_baseline_and_a_data_yaml_is_the_dataset(tmp_path, trained_yolov8n, shapes_data):
+    from methods import Benchmark
+
+    bench = Benchmark(replace(Plan.quick(), model=trained_yolov8n, data=shapes_data), tmp_path)
+    assert bench.dataset() == Path(shapes_data)
+    assert bench.baseline() == str(Path(trained_yolov8n).resolve())
+    assert not list(tmp_path.rglob("baseline-*"))  # nothing trained, nothing cached
+
+
+@pytest.mark.parametrize("flag", ["--data", "--model"])
+def test_missing_model_or_data_is_one_line_before_any_work(tmp_path, capsys, flag):
+    from methods import main
+
+    assert main([flag, str(tmp_path / "nope.pt"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {flag} ") and "\n" not in err
+    assert not (tmp_path / "out").exists()
