@@ -1,0 +1,97 @@
+"""Which channels each pruned row of a finished methods run removed, measured on the slim-sparse model's γ.
+
+    python benchmarks/slim_cut_audit.py --out runs/benchmarks/methods [--defended 0.8]
+
+Counts, per row: residual-tied channels removed (sparse training leaves those unpenalized), and among
+the other channels those removed below and at/above ``--defended`` |γ| (after sparse training the loss
+holds useful γ up; the rest cluster lower). Widths only are compared, so per layer the removed channels
+are counted as undefended first: the defended count is a lower bound. Then re-prunes the slim-sparse model to the run's speed-up
+with ``slim`` under two settings (a looser per-layer cap, and torch-pruning's BN importance without its
+per-group normalization) and reports mAP50-95 right after pruning, to tell settings from the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+import yoloslim  # noqa: F401  (offline setup before ultralytics)
+from yoloslim.engine.validate import validate
+from yoloslim.models.load import load_module
+from yoloslim.prune import methods as registry
+from yoloslim.prune.api import prune_model
+from yoloslim.prune.graph import rewrite_for_pruning, tied_by_residual
+
+ROWS = ("slim", "classic-slim-0.3", "classic-slim-0.5", "classic-slim-0.7")  # the rows pruned from sparse-slim
+
+
+def tied_bns(model: nn.Module, imgsz: int) -> set[nn.Module]:
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    graph = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, imgsz, imgsz))
+    return {m for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+            and tied_by_residual(graph.get_pruning_group(m, tp.prune_batchnorm_out_channels, idxs=[0]))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/benchmarks/methods", help="a finished benchmarks/methods.py folder")
+    p.add_argument("--defended", type=float, default=0.8, help="|γ| at or above which a channel counts as defended")
+    args = p.parse_args()
+    report = json.loads((Path(args.out) / "methods.json").read_text())
+    plan = report["plan"]
+    cache = next((Path(args.out) / "cache").glob("rows-*"))
+    sparse = json.loads((cache / "sparse-slim.json").read_text())["value"]["weights"]
+    data = next((Path(args.out) / "data").glob("*/data.yaml"))
+
+    source = load_module(sparse)
+    rewrite_for_pruning(source)
+    tied = tied_bns(source, plan["imgsz"])
+    print(f"| row | tied removed | undefended removed (at most) | defended (|γ| >= {args.defended:g}) removed "
+          f"(at least) |")
+    print("|---|---:|---:|---:|")
+    for row in ROWS:
+        step = cache / f"pruned-{row}.json"
+        if not step.exists():
+            continue
+        pruned = dict(load_module(json.loads(step.read_text())["value"]["weights"]).named_modules())
+        counts = {"tied": [0, 0], "undefended": [0, 0], "defended": [0, 0]}
+        for name, bn in source.named_modules():
+            if not isinstance(bn, nn.BatchNorm2d) or name not in pruned:
+                continue
+            gamma = bn.weight.detach().abs()
+            removed = gamma.numel() - pruned[name].weight.numel()
+            if bn in tied:
+                counts["tied"] = [counts["tied"][0] + removed, counts["tied"][1] + gamma.numel()]
+                continue
+            low = int((gamma < args.defended).sum())
+            counts["undefended"] = [counts["undefended"][0] + min(removed, low), counts["undefended"][1] + low]
+            counts["defended"] = [counts["defended"][0] + max(0, removed - low),
+                                  counts["defended"][1] + gamma.numel() - low]
+        print(f"| {row} | " + " | ".join(f"{a:,} of {b:,}" for a, b in counts.values()) + " |", flush=True)
+
+    slim = registry.METHODS["slim"]
+    variants = {"as in the run (--max-layer-ratio 0.8)": ({}, slim),
+                "--max-layer-ratio 0.95": ({"max_layer_ratio": 0.95}, slim),
+                "BNScaleImportance(normalizer=None)": ({}, dataclasses.replace(
+                    slim, importance=lambda: tp.importance.BNScaleImportance(normalizer=None)))}
+    print(f"\n| slim {plan['speed_up']:g}x variant | params | mAP50-95 right after pruning |\n|---|---:|---:|")
+    for label, (options, method) in variants.items():
+        registry.METHODS["slim"] = method
+        result = prune_model(sparse, method="slim", speed_up=plan["speed_up"], imgsz=plan["imgsz"], data=str(data),
+                             seed=plan["seed"], **options)
+        score = validate(result.model, str(data), imgsz=plan["imgsz"], batch=plan["batch"])["map50_95"]
+        print(f"| {label} | {result.summary()['params']:,} | {score:.3f} |", flush=True)
+    registry.METHODS["slim"] = slim
+
+
+if __name__ == "__main__":
+    sys.exit(main())
