@@ -4,9 +4,11 @@
     python benchmarks/slim_sparse_vs_normal.py --out runs/slim_sparse_sgd --base BASE.pt --data DATA.yaml \
         --imgsz 160 --batch 8 --epochs 8 --sr 3e-2
 
-Both continuations start from the same base checkpoint with the same settings (SGD: with Adam-family
-optimizers the per-parameter normalization turns the L1 subgradient into the same step for every γ,
-so γ shrink together instead of spreading); only the BN penalty differs.
+Both continuations start from the same base checkpoint with the same settings; only the BN penalty
+differs. SGD, so that --sr sets the pace (under Adam-family optimizers a γ moves about lr per step
+whatever --sr). It is not the better choice everywhere: on the methods benchmark's baseline, 8 epochs
+of AdamW sparse training left a model that classic slimming cuts for free, while SGD at sr 1e-2 and
+3e-2 lost most of the accuracy before any cut (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
