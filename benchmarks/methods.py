@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _methods_lib import (ALL_METHODS, DEFAULT_MODEL, Plan, StepCache, latencies, latency_table, machine, plot,  # noqa: E402
-                          sparse_vs_normal_table, tool_table, write_json)
+from _methods_lib import (ALL_METHODS, DEFAULT_MODEL, Plan, StepCache, latencies, latency_table,  # noqa: E402
+                          machine, plot, sparse_vs_normal_table, tool_table, write_json)
 
 DISTILL_TERMS = {"logit": "l2", "feature": "cwd"}
 CLASSIC_ROUND_UP = 8
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--speed-up must be greater than 1.0, got {args.speed_up}")
         if args.methods:
             plan = plan.with_methods(tuple(args.methods))
-        overrides = {option: getattr(args, option) for option in ("imgsz", "batch", "baseline_epochs", "finetune_epochs")
-                     if getattr(args, option) is not None}
+        options = ("imgsz", "batch", "baseline_epochs", "finetune_epochs")
+        overrides = {option: getattr(args, option) for option in options if getattr(args, option) is not None}
         for option, value in overrides.items():
             if value < 1:
                 raise UserError(f"--{option.replace('_', '-')} must be at least 1, got {value}")

@@ -1,13 +1,15 @@
-"""Which channels each pruned row of a finished methods run removed, measured on the slim-sparse model's γ.
+"""How sparse training spread γ, and which channels each row cut from the slim-sparse model.
 
     python benchmarks/slim_cut_audit.py --out runs/benchmarks/methods [--defended 0.8]
 
-Counts, per row: residual-tied channels removed (sparse training leaves those unpenalized), and among
-the other channels those removed below and at/above ``--defended`` |γ| (after sparse training the loss
-holds useful γ up; the rest cluster lower). Widths only are compared, so per layer the removed channels
-are counted as undefended first: the defended count is a lower bound. Then re-prunes the slim-sparse model to the run's speed-up
-with ``slim`` under two settings (a looser per-layer cap, and torch-pruning's BN importance without its
-per-group normalization) and reports mAP50-95 right after pruning, to tell settings from the target.
+Reads a finished ``benchmarks/methods.py`` folder. Prints the |γ| percentiles of the slim-sparse model
+and of its sr=0 control; then, per row pruned from the slim-sparse model, the residual-tied channels
+removed (sparse training leaves those unpenalized) and, among the others, those removed below and
+at/above ``--defended`` |γ| (the loss holds useful γ up; the rest cluster lower). Only widths are
+compared, so per layer removed channels count as undefended first: the defended count is a lower
+bound. Finally re-prunes the slim-sparse model to the run's speed-up with ``slim`` under a looser
+per-layer cap and with torch-pruning's BN importance unnormalized, and reports mAP50-95 right after
+pruning, to tell the settings apart from the target.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -28,7 +31,9 @@ from yoloslim.models.load import load_module
 from yoloslim.prune import methods as registry
 from yoloslim.prune.api import prune_model
 from yoloslim.prune.graph import rewrite_for_pruning, tied_by_residual
+from yoloslim.sparsity.compare import checkpoint_gammas
 
+PERCENTILES = (1, 10, 50, 70, 90, 99)
 ROWS = ("slim", "classic-slim-0.3", "classic-slim-0.5", "classic-slim-0.7")  # the rows pruned from sparse-slim
 
 
@@ -51,6 +56,12 @@ def main() -> None:
     cache = next((Path(args.out) / "cache").glob("rows-*"))
     sparse = json.loads((cache / "sparse-slim.json").read_text())["value"]["weights"]
     data = next((Path(args.out) / "data").glob("*/data.yaml"))
+
+    print("| continuation | " + " | ".join(f"p{q} |γ|" for q in PERCENTILES) + " |")
+    print("|---|" + "---:|" * len(PERCENTILES))
+    for label, key in (("normal (sr 0)", "sparse-slim-sr0"), (f"sparse (sr {plan['sr']:g})", "sparse-slim")):
+        gammas = checkpoint_gammas(json.loads((cache / f"{key}.json").read_text())["value"]["weights"])
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in np.percentile(gammas, PERCENTILES)) + " |")
 
     source = load_module(sparse)
     rewrite_for_pruning(source)
