@@ -75,10 +75,12 @@ class Benchmark:
 
     def baseline(self) -> str:
         from yoloslim.engine.train import train
+        from yoloslim.models.load import resolve_spec
 
         model = self.plan.model or DEFAULT_MODEL
-        if not model.endswith((".yaml", ".yml")):
-            return str(Path(model).resolve())  # the user's trained model is the baseline
+        resolved, is_checkpoint = resolve_spec(model)
+        if is_checkpoint:
+            return resolved  # the user's trained model is the baseline
         key = self.plan.baseline_key()
 
         def run() -> dict[str, Any]:
@@ -242,14 +244,17 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
 
 
 def check_inputs(plan: Plan) -> None:
-    """Fail in one line before any work if a given file is missing, not after the first training."""
+    """Fail in one line before any work on a bad --data or --model, not after the first training."""
+    from yoloslim.data.checks import check_data_yaml
     from yoloslim.errors import UserError
+    from yoloslim.models.load import resolve_spec
 
-    if plan.data is not None and not Path(plan.data).is_file():
-        raise UserError(f"--data {plan.data} does not exist — pass the path of your dataset's data.yaml")
-    model = plan.model or DEFAULT_MODEL
-    if not model.endswith((".yaml", ".yml")) and not Path(model).is_file():
-        raise UserError(f"--model {model} does not exist — pass a trained checkpoint (.pt) or a model yaml")
+    for flag, check, value in (("--data", check_data_yaml, plan.data), ("--model", resolve_spec, plan.model)):
+        if value is not None:
+            try:
+                check(value)
+            except UserError as e:
+                raise UserError(f"{flag} {e}") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
