@@ -18,10 +18,10 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch_pruning as tp
 from torch import nn
 
@@ -30,32 +30,35 @@ from yoloslim.engine.validate import validate
 from yoloslim.models.load import load_module
 from yoloslim.prune import methods as registry
 from yoloslim.prune.api import prune_model
-from yoloslim.prune.graph import rewrite_for_pruning, tied_by_residual
+from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
 from yoloslim.sparsity.compare import checkpoint_gammas
+from yoloslim.sparsity.selection import EXCLUDED_COUPLED, select_bns
 
 PERCENTILES = (1, 10, 50, 70, 90, 99)
 ROWS = ("slim", "classic-slim-0.3", "classic-slim-0.5", "classic-slim-0.7")  # the rows pruned from sparse-slim
 
 
-def tied_bns(model: nn.Module, imgsz: int) -> set[nn.Module]:
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    graph = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, imgsz, imgsz))
-    return {m for m in model.modules() if isinstance(m, nn.BatchNorm2d)
-            and tied_by_residual(graph.get_pruning_group(m, tp.prune_batchnorm_out_channels, idxs=[0]))}
+def tied_bn_names(model: nn.Module, imgsz: int) -> set[str]:
+    """The BNs sparse training leaves unpenalized because a residual add ties their channels."""
+    prunable = prepare_for_pruning(model, imgsz=imgsz)
+    selection = select_bns(model, build_dependency_graph(prunable), prunable.ignored_layers)
+    return {name for name, reason in selection.excluded.items() if reason == EXCLUDED_COUPLED}
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/benchmarks/methods", help="a finished benchmarks/methods.py folder")
     p.add_argument("--defended", type=float, default=0.8, help="|γ| at or above which a channel counts as defended")
     args = p.parse_args()
-    report = json.loads((Path(args.out) / "methods.json").read_text())
-    plan = report["plan"]
-    cache = next((Path(args.out) / "cache").glob("rows-*"))
+    out = Path(args.out)
+    if not (out / "methods.json").is_file():
+        print(f"error: {out} holds no finished methods run (no methods.json) — run benchmarks/methods.py "
+              f"--out {out} first", file=sys.stderr)
+        return 2
+    plan = json.loads((out / "methods.json").read_text())["plan"]
+    cache = next((out / "cache").glob("rows-*"))
     sparse = json.loads((cache / "sparse-slim.json").read_text())["value"]["weights"]
-    data = next((Path(args.out) / "data").glob("*/data.yaml"))
+    data = plan.get("data") or str(next((out / "data").glob("*/data.yaml")))
 
     print("| continuation | " + " | ".join(f"p{q} |γ|" for q in PERCENTILES) + " |")
     print("|---|" + "---:|" * len(PERCENTILES))
@@ -64,8 +67,7 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in np.percentile(gammas, PERCENTILES)) + " |")
 
     source = load_module(sparse)
-    rewrite_for_pruning(source)
-    tied = tied_bns(source, plan["imgsz"])
+    tied = tied_bn_names(source, plan["imgsz"])
     print(f"| row | tied removed | undefended removed (at most) | defended (|γ| >= {args.defended:g}) removed "
           f"(at least) |")
     print("|---|---:|---:|---:|")
@@ -74,20 +76,21 @@ def main() -> None:
         if not step.exists():
             continue
         pruned = dict(load_module(json.loads(step.read_text())["value"]["weights"]).named_modules())
-        counts = {"tied": [0, 0], "undefended": [0, 0], "defended": [0, 0]}
+        removed, total = Counter(), Counter()
         for name, bn in source.named_modules():
             if not isinstance(bn, nn.BatchNorm2d) or name not in pruned:
                 continue
             gamma = bn.weight.detach().abs()
-            removed = gamma.numel() - pruned[name].weight.numel()
-            if bn in tied:
-                counts["tied"] = [counts["tied"][0] + removed, counts["tied"][1] + gamma.numel()]
+            cut = gamma.numel() - pruned[name].weight.numel()
+            if name in tied:
+                removed["tied"] += cut
+                total["tied"] += gamma.numel()
                 continue
             low = int((gamma < args.defended).sum())
-            counts["undefended"] = [counts["undefended"][0] + min(removed, low), counts["undefended"][1] + low]
-            counts["defended"] = [counts["defended"][0] + max(0, removed - low),
-                                  counts["defended"][1] + gamma.numel() - low]
-        print(f"| {row} | " + " | ".join(f"{a:,} of {b:,}" for a, b in counts.values()) + " |", flush=True)
+            removed.update(undefended=min(cut, low), defended=max(0, cut - low))
+            total.update(undefended=low, defended=gamma.numel() - low)
+        print(f"| {row} | " + " | ".join(f"{removed[k]:,} of {total[k]:,}" for k in ("tied", "undefended", "defended"))
+              + " |", flush=True)
 
     slim = registry.METHODS["slim"]
     variants = {"as in the run (--max-layer-ratio 0.8)": ({}, slim),
@@ -95,13 +98,16 @@ def main() -> None:
                 "BNScaleImportance(normalizer=None)": ({}, dataclasses.replace(
                     slim, importance=lambda: tp.importance.BNScaleImportance(normalizer=None)))}
     print(f"\n| slim {plan['speed_up']:g}x variant | params | mAP50-95 right after pruning |\n|---|---:|---:|")
-    for label, (options, method) in variants.items():
-        registry.METHODS["slim"] = method
-        result = prune_model(sparse, method="slim", speed_up=plan["speed_up"], imgsz=plan["imgsz"], data=str(data),
-                             seed=plan["seed"], **options)
-        score = validate(result.model, str(data), imgsz=plan["imgsz"], batch=plan["batch"])["map50_95"]
-        print(f"| {label} | {result.summary()['params']:,} | {score:.3f} |", flush=True)
-    registry.METHODS["slim"] = slim
+    try:
+        for label, (options, method) in variants.items():
+            registry.METHODS["slim"] = method  # prune_model takes methods by name, from this registry
+            result = prune_model(sparse, method="slim", speed_up=plan["speed_up"], imgsz=plan["imgsz"], data=data,
+                                 seed=plan["seed"], **options)
+            score = validate(result.model, data, imgsz=plan["imgsz"], batch=plan["batch"])["map50_95"]
+            print(f"| {label} | {result.summary()['params']:,} | {score:.3f} |", flush=True)
+    finally:
+        registry.METHODS["slim"] = slim
+    return 0
 
 
 if __name__ == "__main__":
