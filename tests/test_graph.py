@@ -29,44 +29,46 @@ def params(model: nn.Module) -> int:
     return sum(t.numel() for t in model.parameters())
 
 
-@pytest.mark.parametrize("name, head", [("yolov8n.yaml", "Detect"), ("yolo11n.yaml", "Detect")])
-def test_graph_builds_and_rewritten_convs_are_prunable(name, head):
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolo11n.yaml"])
+def test_graph_builds_and_rewritten_and_hidden_head_convs_are_prunable(name):
     p = prepare_for_pruning(load_module(name), imgsz=64)
     protected = dict(p.protected)
-    head_name = next(n for n, reason in protected.items() if reason.startswith(f"head ({head})"))
+    head = f"model.{len(p.model.model) - 1}"
     assert p.rewritten and not any(reason.startswith("could not") for reason in protected.values())
+    assert sorted(n for n, r in protected.items() if r.startswith("prediction layer")) == sorted(
+        [f"{head}.cv{k}.{level}.2" for k in (2, 3) for level in range(3)] + [f"{head}.dfl.conv"])
 
     graph = build_dependency_graph(p)
     roots = {graph._module2name[g[0].dep.target.module] for g in graph.get_all_groups()}
     assert any(r.endswith(".first.conv") for r in roots) and any(r.endswith(".second.conv") for r in roots)
-    assert not any(r.startswith(head_name + ".") for r in roots)
+    assert f"{head}.cv2.0.1.conv" in roots and any(r.startswith(f"{head}.cv3.") for r in roots)
+    assert not any(r.startswith(tuple(n for n in protected if n.startswith(head))) for r in roots)
     if name.startswith("yolo11"):  # C2PSA attention keeps its channels
         assert any("attention (Attention)" in reason for reason in protected.values())
         assert not any(".attn." in r for r in roots)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, head", [("yolov5nu.yaml", "Detect"), ("rtdetr-l.yaml", "RTDETRDecoder")])
-def test_prepare_is_bounded_protects_the_head_and_prunes(name, head):
-    model = load_module(name)
+def test_prepare_is_bounded_protects_the_rtdetr_decoder_and_prunes():
+    model = load_module("rtdetr-l.yaml")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected_shape = tensors_only(model(x))[0].shape
-    head_module = next(m for m in model.modules() if type(m).__name__ == head)
-    head_outputs = {n: t.shape[0] for n, t in head_module.named_parameters()}
+    decoder = model.model[-1]
+    decoder_outputs = {n: t.shape[0] for n, t in decoder.named_parameters()}
 
     started = time.monotonic()
     p = prepare_for_pruning(model, imgsz=64, trace_timeout=30)
     assert time.monotonic() - started < 60
-    assert any(reason.startswith(f"head ({head})") for _, reason in p.protected)
-    assert head_module in p.ignored_layers
+    assert any(reason.startswith("head (RTDETRDecoder)") for _, reason in p.protected)
+    assert decoder in p.ignored_layers
 
     before = params(model)
     prune_step(p)
     assert params(model) < 0.85 * before
     with torch.no_grad():
         assert tensors_only(model(x))[0].shape == expected_shape
-    assert {n: t.shape[0] for n, t in head_module.named_parameters()} == head_outputs  # only inputs may shrink
+    assert {n: t.shape[0] for n, t in decoder.named_parameters()} == decoder_outputs  # only inputs may shrink
 
 
 class Stuck(nn.Module):
@@ -83,28 +85,33 @@ class Stuck(nn.Module):
 
 
 class Net(nn.Module):
+    """Laid out like an ultralytics model: a layer list whose last entry is the head."""
+
     def __init__(self):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.stuck = Stuck(16)
-        self.mid = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.out = nn.Conv2d(32, 4, 1)
+        self.model = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
+            Stuck(16),
+            nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()),
+            nn.Conv2d(32, 4, 1),
+        )
 
     def forward(self, x):
-        return self.out(self.mid(self.stuck(self.stem(x))))
+        return self.model(x)
 
 
 def test_hanging_module_is_found_protected_and_named_within_the_bound():
     model = Net()
     started = time.monotonic()
-    with pytest.warns(UntraceableModuleWarning, match=r"protecting stuck \(Stuck\)"):
-        p = prepare_for_pruning(model, imgsz=32, ignore=["out"], trace_timeout=2)
+    with pytest.warns(UntraceableModuleWarning, match=r"protecting model.1 \(Stuck\)"):
+        p = prepare_for_pruning(model, imgsz=32, trace_timeout=2)
     assert time.monotonic() - started < 40
-    assert [n for n, _ in p.protected] == ["stuck", "out"]
-    assert "did not finish within 2 s" in dict(p.protected)["stuck"]
+    assert [n for n, _ in p.protected] == ["model.1", "model.3"]
+    assert "did not finish within 2 s" in dict(p.protected)["model.1"]
+    assert dict(p.protected)["model.3"].startswith("prediction layer (Conv2d)")
 
     prune_step(p, ratio=0.5)  # the stand-in keeps the trace away from Stuck; the rest prunes
-    assert model.mid[0].out_channels < 32 and model.stuck.conv.out_channels == 16
+    assert model.model[2][0].out_channels < 32 and model.model[1].conv.out_channels == 16
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4, 32, 32)
 

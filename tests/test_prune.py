@@ -17,6 +17,7 @@ from yoloslim.errors import UserError
 from yoloslim.prune import api
 from yoloslim.prune.api import prune_model
 from yoloslim.prune.methods import METHODS
+from yoloslim.prune.recalibrate import DEFAULT_RECALIB_BATCHES
 
 IMGSZ = 64
 
@@ -105,17 +106,52 @@ def test_calibration_gradients_leave_the_model_unchanged(shapes: Path) -> None:
     assert grads["model.0.conv.weight"].min() >= 0 and grads["model.0.conv.weight"].sum() > 0
 
 
+def out_widths(module: torch.nn.Module) -> dict[str, int]:
+    return {n: m.out_channels for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml", "rtdetr-l.yaml"])
-def test_model_families_prune_and_run(spec: str) -> None:
+@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolo11n.yaml", "yolov10n.yaml", "yolov5nu.yaml"])
+def test_hidden_head_convs_prune_and_prediction_layers_keep_their_width(spec: str) -> None:
     from yoloslim.models.load import load_module
 
     base = load_module(spec)
-    result = prune_model(base, speed_up=1.5, imgsz=IMGSZ, log=quiet)
+    head = f"model.{len(base.model) - 1}"
+    result = prune_model(base, speed_up=2.0, imgsz=IMGSZ, log=quiet)
     assert result.reached, result.note
-    assert 1.5 <= result.speed_up <= 1.575
     assert predictions(result.model).shape == predictions(base).shape
-    assert any(reason.startswith("head") for _, reason in result.protected)
+    kept = [name for name, reason in result.protected if reason.startswith("prediction layer")]
+    assert f"{head}.dfl.conv" in kept and f"{head}.cv2.0.2" in kept and f"{head}.cv3.0.2" in kept
+    assert not any(reason.startswith("head") for _, reason in result.protected)
+    before, after = out_widths(base), out_widths(result.model)
+    assert all(after[name] == before[name] for name in kept)
+    hidden = [n for n in before if n.startswith(head + ".") and n not in kept]
+    assert sum(after[n] < before[n] for n in hidden) >= len(hidden) // 2, "the hidden head convs stayed whole"
+
+
+@pytest.mark.slow
+def test_rtdetr_decoder_keeps_its_width_and_the_rest_prunes() -> None:
+    from yoloslim.models.load import load_module
+
+    base = load_module("rtdetr-l.yaml")
+    result = prune_model(base, speed_up=1.5, imgsz=IMGSZ, log=quiet)  # at 64 px the 300 queries' cost caps it
+    assert result.reached, result.note
+    assert predictions(result.model).shape == predictions(base).shape
+    assert dict(result.protected)["model.28"].startswith("head (RTDETRDecoder): decoder")
+    decoder = {n: t.shape[0] for n, t in result.model.model[28].named_parameters()}
+    assert decoder == {n: t.shape[0] for n, t in base.model[28].named_parameters()}
+
+
+@pytest.mark.slow
+def test_protect_head_keeps_the_whole_head(yolov8n_pt: Path) -> None:
+    from yoloslim.models.load import load_module
+
+    base = load_module(str(yolov8n_pt))
+    result = prune_model(yolov8n_pt, speed_up=1.5, imgsz=IMGSZ, protect_heads=True, log=quiet)
+    assert result.reached and dict(result.protected)["model.22"].startswith("head (Detect): protected whole")
+    before, after = out_widths(base), out_widths(result.model)
+    assert all(after[n] == w for n, w in before.items() if n.startswith("model.22."))
+    assert predictions(result.model).shape == predictions(base).shape
 
 
 @pytest.mark.slow
@@ -236,22 +272,20 @@ def cli_run(yolov8n_pt: Path, shapes: Path, tmp_path_factory: pytest.TempPathFac
     return out
 
 
-@pytest.mark.slow
-def test_pruned_checkpoint_reloads_in_a_fresh_process_with_identical_outputs(cli_run: Path, tmp_path: Path) -> None:
-    from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, yoloslim_meta
+def assert_reloads_identically(pruned_pt: Path, tmp_path: Path) -> None:
+    """Plain ultralytics, in a fresh process, gives the same outputs and parameter count as we do."""
+    from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
     from yoloslim.report.metrics import count_params
 
-    ckpt = read_checkpoint(cli_run / "pruned.pt")
-    module = checkpoint_module(ckpt).eval()
+    module = checkpoint_module(read_checkpoint(pruned_pt)).eval()
     assert next(module.parameters()).dtype == torch.float32
-    assert yoloslim_meta(ckpt)["pruned"]["method"] == "lamp"
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
     torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():
         expected = module(x)[0]
     script = tmp_path / "reload.py"
     script.write_text(RELOAD)
-    done = subprocess.run([sys.executable, str(script), str(cli_run / "pruned.pt"), str(tmp_path / "x.pt"),
+    done = subprocess.run([sys.executable, str(script), str(pruned_pt), str(tmp_path / "x.pt"),
                            str(tmp_path / "y.pt")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) == count_params(module)
@@ -259,18 +293,51 @@ def test_pruned_checkpoint_reloads_in_a_fresh_process_with_identical_outputs(cli
 
 
 @pytest.mark.slow
-def test_report_compares_baseline_pruned_and_finetuned(cli_run: Path) -> None:
+def test_pruned_checkpoint_reloads_in_a_fresh_process_with_identical_outputs(cli_run: Path, tmp_path: Path) -> None:
+    from yoloslim.engine.checkpoint import read_checkpoint, yoloslim_meta
+
+    meta = yoloslim_meta(read_checkpoint(cli_run / "pruned.pt"))
+    assert meta["pruned"]["method"] == "lamp" and meta["recalibrated"]["batches"] >= 1
+    assert_reloads_identically(cli_run / "pruned.pt", tmp_path)
+
+
+@pytest.mark.slow
+def test_report_compares_baseline_pruned_recalibrated_and_finetuned(cli_run: Path) -> None:
     report = json.loads((cli_run / "report.json").read_text())
     names = [r["name"] for r in report["rows"]]
-    assert names == ["baseline", f"lamp {report['speed_up']:.2f}x", f"lamp {report['speed_up']:.2f}x finetuned"]
-    baseline, pruned, finetuned = report["rows"]
+    pruned_name = f"lamp {report['speed_up']:.2f}x"
+    assert names == ["baseline", pruned_name, f"{pruned_name} + BN recalib", f"{pruned_name} + BN recalib finetuned"]
+    baseline, pruned, recalibrated, finetuned = report["rows"]
     for row in report["rows"]:
         assert {"params", "gflops", "size_mb", "latency_ms", "map50", "map50_95"} <= row.keys()
     assert pruned["pct_of_baseline"]["gflops"] == pytest.approx(100 / report["speed_up"], abs=0.1)
-    assert pruned["params"] == finetuned["params"] < baseline["params"]
+    assert pruned["params"] == recalibrated["params"] == finetuned["params"] < baseline["params"]
     assert report["method"] == "lamp" and report["reached"] and report["seconds"] > 0
-    assert any(p["module"] == "model.22" and "head" in p["reason"] for p in report["protected"])
+    assert report["recalib_batches"] == DEFAULT_RECALIB_BATCHES
+    assert any(p["module"] == "model.22.cv3.0.2" and p["reason"].startswith("prediction layer")
+               for p in report["protected"])
     assert any(c["after"] < c["before"] for c in report["channels"])
     markdown = (cli_run / "report.md").read_text()
-    assert all(f"| {name} |" in markdown for name in names) and "model.22" in markdown
+    assert all(f"| {name} |" in markdown for name in names) and "model.22.dfl.conv" in markdown
     assert (cli_run / "channels.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_iterative_run_ends_in_the_window_and_reloads_identically(yolov8n_pt: Path, shapes: Path,
+                                                                  tmp_path: Path) -> None:
+    from yoloslim.cli import main
+
+    out = tmp_path / "staged"
+    code = main(["prune", "--weights", str(yolov8n_pt), "--data", str(shapes), "--imgsz", str(IMGSZ),
+                 "--speed-up", "1.5", "--stages", "2", "--stage-epochs", "1", "--recalib", "1", "--batch", "4",
+                 "--no-latency", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["reached"] and 1.5 <= report["speed_up"] <= 1.5 * 1.05
+    first, second = report["stages"]
+    assert first["target"] == pytest.approx(1.5 ** 0.5, abs=1e-3) and first["speed_up"] >= first["target"]
+    assert first["map50_95_finetuned"] is not None and second["map50_95_finetuned"] is None
+    assert second["speed_up"] == pytest.approx(report["speed_up"], abs=1e-3) and second["params"] < first["params"]
+    assert (out / "stage-1" / "finetune" / "weights" / "last.pt").is_file()
+    assert "## Stages" in (out / "report.md").read_text()
+    assert_reloads_identically(out / "pruned.pt", tmp_path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from yoloslim.commands.common import add_data_arg, add_model_arg
 from yoloslim.prune.methods import DEFAULT_METHOD, METHODS
+from yoloslim.prune.recalibrate import DEFAULT_RECALIB_BATCHES
 from yoloslim.prune.slimming import SHORTCUT_STRATEGIES
 
 NAME = "prune"
@@ -40,13 +41,23 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="no layer loses more than this share of its channels")
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_TYPE",
                    help="modules to keep unpruned: names (model.9) or class names (SPPF)")
+    p.add_argument("--protect-head", action="store_true",
+                   help="keep detection heads whole (default: heads prune inside, only the layers that write "
+                        "boxes, scores and DFL keep their width)")
     p.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs, latency, mAP and finetuning")
     p.add_argument("--calib-batches", type=int, default=4,
                    help="batches of --data used by group_taylor/group_hessian")
     p.add_argument("--batch", type=int, default=16, help="batch size for validation and finetuning")
     p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index for calibration, validation, finetuning")
     p.add_argument("--seed", type=int, default=0, help="same seed, same pruned architecture")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="finetune the pruned model for E epochs (0 = none)")
+    p.add_argument("--recalib", type=int, default=None, metavar="N",
+                   help=f"re-estimate BatchNorm statistics on N training batches after pruning (default "
+                        f"{DEFAULT_RECALIB_BATCHES} when --data is given; 0 = off); weights do not change")
+    p.add_argument("--stages", type=int, default=1, metavar="K",
+                   help="reach --speed-up in K prunes, finetuning --stage-epochs between them (needs --data)")
+    p.add_argument("--stage-epochs", type=int, default=0, metavar="E", help="finetune epochs between stages")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="finetune the pruned model for E epochs (after the last stage; 0 = none)")
     p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
                    help="measure ONNX Runtime CPU latency for the report")
     p.add_argument("--out", default="runs/prune", help="output folder")
@@ -60,15 +71,27 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="round each pruned layer's kept channels up to a multiple of N (8 suits deployment)")
 
 
-def _row(name: str, model, args: argparse.Namespace) -> dict:
+def _row(name: str, model, args: argparse.Namespace, latency: bool | None = None) -> dict:
     from yoloslim.report.table import comparison_row
 
     return comparison_row(name, model, args.imgsz, data=args.data, batch=args.batch, device=args.device,
-                          latency=args.latency)
+                          latency=args.latency if latency is None else latency)
 
 
 def _classic(args: argparse.Namespace) -> bool:
     return args.method == "slim" and args.prune_ratio is not None
+
+
+def _prune_options(args: argparse.Namespace) -> dict:
+    """What prune_model takes from the command line, apart from the target and the data."""
+    return dict(method=args.method, imgsz=args.imgsz, max_steps=args.max_steps, global_pruning=args.global_pruning,
+                round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, ignore=args.ignore,
+                protect_heads=args.protect_head, calib_batches=args.calib_batches, device=args.device,
+                seed=args.seed)
+
+
+def _finetune_options(args: argparse.Namespace) -> dict:
+    return dict(imgsz=args.imgsz, batch=args.batch, device=args.device, seed=args.seed)
 
 
 def _prune_once(module, ratio: float | None, args: argparse.Namespace):
@@ -77,11 +100,44 @@ def _prune_once(module, ratio: float | None, args: argparse.Namespace):
 
     if _classic(args):
         return slim_prune_model(module, ratio, shortcut=args.shortcut, layer_keep=args.layer_keep,
-                                round_up=args.round_up, imgsz=args.imgsz, ignore=args.ignore)
-    return prune_model(module, method=args.method, speed_up=args.speed_up, prune_ratio=ratio,
-                       imgsz=args.imgsz, max_steps=args.max_steps, global_pruning=args.global_pruning,
-                       round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, ignore=args.ignore,
-                       data=args.data, calib_batches=args.calib_batches, device=args.device, seed=args.seed)
+                                round_up=args.round_up, imgsz=args.imgsz, ignore=args.ignore,
+                                protect_heads=args.protect_head)
+    return prune_model(module, speed_up=args.speed_up, prune_ratio=ratio, data=args.data, **_prune_options(args))
+
+
+def _recalib_batches(args: argparse.Namespace) -> int:
+    from yoloslim.errors import UserError
+
+    if args.recalib is None:
+        return DEFAULT_RECALIB_BATCHES if args.data else 0
+    if args.recalib < 0:
+        raise UserError(f"--recalib must be 0 (off) or a number of batches, got {args.recalib}")
+    if args.recalib and not args.data:
+        raise UserError("--recalib needs --data DATA_YAML: BatchNorm statistics are re-estimated on training images")
+    return args.recalib
+
+
+def _prune_and_measure(module, ratio: float | None, args: argparse.Namespace, folder: Path, baseline: dict):
+    """Prune (one-shot or in stages), recalibrate; returns the result, its table rows and extra summary."""
+    from yoloslim.prune.iterative import iterative_prune, stages_summary
+    from yoloslim.prune.recalibrate import recalibrate_bn
+
+    recalib = _recalib_batches(args)
+    if args.stages > 1:
+        result, stages = iterative_prune(module, args.data, args.speed_up, args.stages, args.stage_epochs, folder,
+                                         _prune_options(args), _finetune_options(args), recalib=recalib)
+        label = f"{args.method} {result.speed_up:.2f}x ({args.stages} stages)"
+        return result, [baseline, _row(label, result.model, args)], {"stages": stages_summary(stages),
+                                                                    "recalib_batches": recalib}
+    result = _prune_once(module, ratio, args)
+    label = f"{args.method} {result.speed_up:.2f}x" + (f" (ratio {ratio:g})" if ratio is not None else "")
+    if not recalib:
+        return result, [baseline, _row(label, result.model, args)], {"recalib_batches": 0}
+    plain = _row(label, result.model, args, latency=False)
+    recalibrate_bn(result.model, args.data, recalib, imgsz=args.imgsz, batch=args.batch, device=args.device)
+    recalibrated = _row(f"{label} + BN recalib", result.model, args)
+    plain.update({k: v for k, v in recalibrated.items() if k.startswith("latency")})
+    return result, [baseline, plain, recalibrated], {"recalib_batches": recalib}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,17 +147,20 @@ def run(args: argparse.Namespace) -> int:
     from yoloslim.errors import UserError
     from yoloslim.models.load import load_module
     from yoloslim.prune.api import check_prune_settings, finetune
+    from yoloslim.prune.iterative import check_iterative_settings
     from yoloslim.prune.report import write_report, write_sweep_report
 
     ratios = args.prune_ratio or [None]
     for ratio in ratios:
         check_prune_settings(args.method, args.speed_up, ratio, args.max_steps, args.round_to or None,
                              args.max_layer_ratio, args.calib_batches, args.data)
+        check_iterative_settings(args.stages, args.stage_epochs, args.speed_up, ratio, args.data)
     if (args.layer_keep is not None or args.round_up is not None) and not _classic(args):
         raise UserError("--layer-keep and --round-up belong to classic slimming: use them with --method slim "
                         "--prune-ratio R (with --speed-up, use --max-layer-ratio and --round-to)")
     if args.finetune_epochs and not args.data:
         raise UserError("--finetune-epochs needs --data DATA_YAML to train on")
+    _recalib_batches(args)
     base = read_checkpoint(args.weights) if str(args.weights).endswith(".pt") else None
     module = checkpoint_module(base) if base else load_module(args.weights)
     if args.data:
@@ -112,19 +171,17 @@ def run(args: argparse.Namespace) -> int:
     summaries, sweep_rows = [], [baseline]
     for ratio in ratios:
         folder = out if len(ratios) == 1 else out / f"ratio-{ratio:g}"
-        result = _prune_once(module, ratio, args)
-        pruned_pt = save_model_checkpoint(result.model, folder / "pruned.pt", meta={"pruned": result.summary()},
-                                          base=base)
+        result, rows, extra = _prune_and_measure(module, ratio, args, folder, baseline)
+        summary = {**result.summary(), **extra}
+        pruned_pt = save_model_checkpoint(result.model, folder / "pruned.pt", meta={"pruned": summary}, base=base)
         print(f"pruned checkpoint: {pruned_pt}")
-        label = f"{args.method} {result.speed_up:.2f}x" + (f" (ratio {ratio:g})" if ratio is not None else "")
-        rows = [baseline, _row(label, pruned_pt, args)]
         if args.finetune_epochs:
-            tuned = finetune(pruned_pt, args.data, epochs=args.finetune_epochs, imgsz=args.imgsz, batch=args.batch,
-                             device=args.device, project=folder, name="finetune", seed=args.seed)
-            rows.append(_row(f"{label} finetuned", tuned.best, args))
+            tuned = finetune(pruned_pt, args.data, epochs=args.finetune_epochs, project=folder, name="finetune",
+                             **_finetune_options(args))
+            rows.append(_row(f"{rows[-1]['name']} finetuned", tuned.best, args))
             print(f"finetuned checkpoint: {tuned.best}")
-        paths = write_report(folder, result.summary(), rows, result.channels)
-        summaries.append(result.summary())
+        paths = write_report(folder, summary, rows, result.channels)
+        summaries.append(summary)
         sweep_rows += rows[1:]
     if len(ratios) > 1:
         paths = write_sweep_report(out, summaries, sweep_rows)

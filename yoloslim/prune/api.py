@@ -33,6 +33,7 @@ class PruneResult:
     protected: list[tuple[str, str]]
     rewritten: list[str]
     channels: list[dict[str, Any]] = field(default_factory=list)  # per conv layer: name, before, after
+    initial_widths: dict[str, int] = field(default_factory=dict)  # what --max-layer-ratio is measured against
 
     def summary(self) -> dict[str, Any]:
         """What is recorded in the checkpoint (``model.yoloslim["pruned"]``) and the report."""
@@ -105,11 +106,13 @@ def prune_model(
     round_to: int | None = 8,
     max_layer_ratio: float = 0.8,
     ignore: Sequence[str] = (),
+    protect_heads: bool = False,
     data: str | Path | None = None,
     calib_batches: int = 4,
     calib_batch_size: int = 4,
     device: str = "cpu",
     seed: int = 0,
+    initial_widths: dict[str, int] | None = None,
     log: Callable[[str], None] = _log,
 ) -> PruneResult:
     """Prune a detector (checkpoint path, yaml name or module — a module is copied, never changed).
@@ -117,6 +120,9 @@ def prune_model(
     ``speed_up`` is base GFLOPs / pruned GFLOPs at ``imgsz``; the result lands in
     [speed_up, speed_up × 1.05] or says why not (``reached``/``note``) and keeps the best reached.
     ``prune_ratio`` instead removes that share of the prunable channels in one step.
+    Heads prune inside, down to their prediction layers; ``protect_heads`` keeps every head whole.
+    ``initial_widths`` (a previous result's) keeps ``max_layer_ratio`` relative to the widths before the
+    first of several prunes.
     """
     from yoloslim.data.checks import check_data_yaml
     from yoloslim.engine.checkpoint import record_meta
@@ -141,7 +147,7 @@ def prune_model(
 
     started = time.perf_counter()
     base_params = count_params(module)
-    prunable = prepare_for_pruning(module, imgsz=64, ignore=ignore)
+    prunable = prepare_for_pruning(module, imgsz=64, ignore=ignore, protect_heads=protect_heads)
     before = conv_channels(prunable.model)
     gradients = None
     if chosen.gradients:
@@ -149,7 +155,8 @@ def prune_model(
         gradients = gradient_statistics(prunable.model, data, chosen.gradients, calib_batches, imgsz,
                                         batch=calib_batch_size, device=device)
     planner = Planner(prunable, chosen, imgsz, global_pruning=global_pruning, round_to=round_to,
-                      max_layer_ratio=max_layer_ratio, gradients=gradients, seed=seed, log=log)
+                      max_layer_ratio=max_layer_ratio, gradients=gradients, seed=seed, log=log,
+                      initial=dict(initial_widths or {}))
     outcome = planner.to_ratio(prune_ratio) if prune_ratio is not None else planner.to_speed_up(speed_up, max_steps)
     after = conv_channels(outcome.model)
     result = PruneResult(
@@ -159,6 +166,7 @@ def prune_model(
         params=count_params(outcome.model), seconds=time.perf_counter() - started, steps=outcome.steps, imgsz=imgsz,
         protected=list(prunable.protected), rewritten=list(prunable.rewritten),
         channels=[{"layer": n, "before": c, "after": after.get(n, c)} for n, c in before.items() if n in after],
+        initial_widths=dict(planner.initial),
     )
     if not outcome.reached and prune_ratio is None:
         _warn(f"target speed-up {speed_up:.2f}x not reached: {outcome.note}; best reached {outcome.speed_up:.3f}x "

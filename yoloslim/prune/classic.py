@@ -22,7 +22,7 @@ METHOD = "slim"
 
 def slim_prune_model(model: str | Path | nn.Module, prune_ratio: float, shortcut: str = "skip",
                      layer_keep: float | None = None, round_up: int | None = None, imgsz: int = 640,
-                     ignore: Sequence[str] = ()) -> PruneResult:
+                     ignore: Sequence[str] = (), protect_heads: bool = False) -> PruneResult:
     """Remove the ``prune_ratio`` share of BN channels with the smallest |γ| (a module is copied)."""
     from yoloslim.engine.checkpoint import record_meta
     from yoloslim.errors import UserError
@@ -48,7 +48,7 @@ def slim_prune_model(model: str | Path | nn.Module, prune_ratio: float, shortcut
 
     started = time.perf_counter()
     base_params, base_gflops = count_params(module), count_gflops(module, imgsz)
-    prunable = prepare_for_pruning(module, imgsz=64, ignore=ignore)
+    prunable = prepare_for_pruning(module, imgsz=64, ignore=ignore, protect_heads=protect_heads)
     before = conv_channels(prunable.model)
     graph = build_dependency_graph(prunable)
     plans = collect_groups(graph, prunable.model, prunable.ignored_layers, shortcut)

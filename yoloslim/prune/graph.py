@@ -31,6 +31,7 @@ from torch import nn
 from yoloslim.errors import UserError
 from yoloslim.models.blocks import SPLIT_FREE_BLOCKS
 from yoloslim.models.rewrite import rewrite_for_pruning
+from yoloslim.prune.outputs import final_layer, prediction_layers
 from yoloslim.prune.trace import TraceForward, tensors_only
 
 PROBE_RATIO = 0.3  # share of every group the probe removes: hits every index mapping, leaves uneven counts
@@ -58,38 +59,46 @@ class Prunable:
     forward_fn: Callable = field(default_factory=TraceForward)
 
 
-def _head_classes() -> tuple[type, ...]:
-    from ultralytics.nn.modules.head import Detect, RTDETRDecoder
-
-    return Detect, RTDETRDecoder
-
-
 def _attention_classes() -> tuple[type, ...]:
     from ultralytics.nn.modules.block import AAttn, Attention
 
     return Attention, AAttn, nn.MultiheadAttention
 
 
-def _final_layer(model: nn.Module) -> nn.Module | None:
-    """The last layer of an ultralytics model — the head, whatever its class."""
-    layers = getattr(model, "model", None)
-    return layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
+def _width_tied_heads() -> dict[type, str]:
+    """Heads whose every layer shares one width that the output format fixes, so none of it prunes."""
+    from ultralytics.nn.modules.head import RTDETRDecoder
+
+    return {RTDETRDecoder: "decoder: all its layers share the query width that the query embeddings, "
+                           "attention heads and score/box heads fix"}
 
 
-def _default_protection(model: nn.Module) -> tuple[dict[str, str], list[str]]:
-    """(reasons by module name, names of the heads among them)."""
-    heads, attention = _head_classes(), _attention_classes()
-    final = _final_layer(model)
+def _default_protection(model: nn.Module, example_inputs: torch.Tensor,
+                        protect_heads: bool) -> tuple[dict[str, str], list[str]]:
+    """(reasons by module name, names of the heads traced as stand-ins).
+
+    A head is traced like any other layer and only its prediction layers keep their width, unless
+    ``protect_heads`` asks for whole heads or the head's width is tied throughout (RT-DETR's decoder).
+    """
+    from ultralytics.nn.modules.head import Detect
+
+    final = final_layer(model)
+    tied = _width_tied_heads()
     reasons: dict[str, str] = {}
     head_names = []
     for name, module in model.named_modules():
         if not name or _inside(name, reasons):
             continue
-        if isinstance(module, heads) or module is final:
-            reasons[name] = f"head ({type(module).__name__}): its outputs are boxes/classes"
+        why_tied = next((why for cls, why in tied.items() if isinstance(module, cls)), None)
+        if why_tied or (protect_heads and (isinstance(module, Detect) or module is final)):
+            reasons[name] = f"head ({type(module).__name__}): " + (why_tied or "protected whole (--protect-head)")
             head_names.append(name)
-        elif isinstance(module, attention):
+        elif isinstance(module, _attention_classes()):
             reasons[name] = f"attention ({type(module).__name__}): channels are tied to heads"
+    for name in prediction_layers(model, example_inputs):
+        if not _inside(name, reasons):
+            reasons[name] = f"prediction layer ({type(model.get_submodule(name)).__name__}): " \
+                            f"its channels are the output format"
     return reasons, head_names
 
 
@@ -271,7 +280,7 @@ def _find_culprits(model, example_inputs, base: list[str], head_names: list[str]
 
 
 def prepare_for_pruning(model: nn.Module, imgsz: int = 64, ignore: Sequence[str] = (),
-                        trace_timeout: float = 60.0) -> Prunable:
+                        trace_timeout: float = 60.0, protect_heads: bool = False) -> Prunable:
     """Rewrite ``model`` in place, protect what must not change, and protect anything that fails to trace.
 
     Parameters are set to require grad (torch-pruning traces through autograd).
@@ -289,7 +298,7 @@ def prepare_for_pruning(model: nn.Module, imgsz: int = 64, ignore: Sequence[str]
     device = next(model.parameters()).device
     example_inputs = torch.randn(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0)).to(device)
 
-    reasons, head_names = _default_protection(model)
+    reasons, head_names = _default_protection(model, example_inputs, protect_heads)
     for name, reason in _user_protection(model, ignore).items():
         if not _inside(name, reasons):
             reasons[name] = reason

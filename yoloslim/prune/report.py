@@ -38,15 +38,24 @@ def markdown_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> 
         f"- method: `{summary['method']}`; {goal}; speed-up {summary['speed_up']:.3f}x ({status})",
         f"- GFLOPs at {summary['imgsz']} px: {summary['base_gflops']:.2f} -> {summary['gflops']:.2f}; "
         f"{summary['steps']} planner step(s), {summary['seconds']:.1f} s",
+        f"- BatchNorm statistics re-estimated on {summary['recalib_batches']} training batches after pruning"
+        if summary.get("recalib_batches") else "- BatchNorm statistics: as the unpruned model left them",
         "",
         markdown_table(rows[1:], baseline=rows[0]),
         "",
         "Latency: ONNX Runtime, CPU, batch 1. mAP is shown where a dataset was given; "
         "differences to the baseline are in brackets.",
         "",
-        "## Protected modules",
-        "",
     ]
+    if summary.get("stages"):
+        lines += ["## Stages", "", "| stage | target | speed-up | params | mAP50-95 after pruning | "
+                  "mAP50-95 after the stage's finetune |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {s['stage']} | {s['target']:.3f}x | {s['speed_up']:.3f}x | {s['params']:,} | "
+                  f"{s['map50_95_pruned']:.3f} | "
+                  + ("–" if s["map50_95_finetuned"] is None else f"{s['map50_95_finetuned']:.3f}") + " |"
+                  for s in summary["stages"]]
+        lines.append("")
+    lines += ["## Protected modules", ""]
     lines += [f"- `{p['module']}` — {p['reason']}" for p in summary["protected"]] or ["- none"]
     if summary.get("rewritten"):
         lines += ["", "## Rewritten for pruning (same outputs, split-free)", "",
