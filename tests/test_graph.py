@@ -127,3 +127,19 @@ def test_ignore_by_name_and_class_and_unknown_entries():
 def test_tensors_only_drops_none():
     a, b = torch.zeros(1), torch.ones(2)
     assert [t.shape for t in tensors_only((a, [None, {"x": b}], None))] == [a.shape, b.shape]
+
+
+@pytest.mark.slow
+def test_attention_keeps_its_inner_widths_and_its_output_follows_the_block_where_it_can():
+    p = prepare_for_pruning(load_module("yolo12n.yaml"), imgsz=64)  # AAttn: inner widths never meet the outer one
+    reasons = dict(p.protected)
+    assert reasons["model.6.m.0.0.attn.qkv"].startswith("attention inside (AAttn)")
+    assert reasons["model.6.m.0.0.attn.pe"].startswith("attention inside (AAttn)")
+    assert "model.6.m.0.0.attn" not in reasons and "model.6.m.0.0.attn.proj" not in reasons
+    graph = build_dependency_graph(p)
+    proj = p.model.get_submodule("model.6.m.0.0.attn.proj.conv")
+    assert any(dep.target.module is proj and graph.is_out_channel_pruning_fn(dep.handler)
+               for group in graph.get_all_groups() for dep, _ in group)
+
+    p = prepare_for_pruning(load_module("yolo11n.yaml"), imgsz=64)  # Attention reshapes v to its input width
+    assert "heads × head_dim (pruning around it failed: RuntimeError" in dict(p.protected)["model.10.body.0.attn"]

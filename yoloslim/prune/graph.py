@@ -32,7 +32,7 @@ from yoloslim.errors import UserError
 from yoloslim.models.blocks import SPLIT_FREE_BLOCKS
 from yoloslim.models.rewrite import rewrite_for_pruning
 from yoloslim.prune.outputs import final_layer, prediction_layers
-from yoloslim.prune.trace import TraceForward, tensors_only
+from yoloslim.prune.trace import TraceForward, is_layer, tensors_only
 
 PROBE_RATIO = 0.3  # share of every group the probe removes: hits every index mapping, leaves uneven counts
 MAX_SEARCH_DEPTH = 4  # how far below a failing layer the search descends to name the culprit
@@ -65,6 +65,33 @@ def _attention_classes() -> tuple[type, ...]:
     return Attention, AAttn, nn.MultiheadAttention
 
 
+def _attention_exits(model: nn.Module, example_inputs: torch.Tensor, names: Sequence[str]) -> dict[str, str | None]:
+    """For each attention module, the child whose output is the module's output (its output projection).
+
+    Everything else inside (query/key/value, positional encoding) has widths of heads × head_dim and
+    stays; the exit's output channels can follow the residual stream the block sits in. ``None`` where
+    no child writes the output directly.
+    """
+    outputs: dict[str, object] = {}
+    hooks = []
+    for name in names:
+        for child_name, child in [("", model.get_submodule(name)), *model.get_submodule(name).named_children()]:
+            key = f"{name}.{child_name}" if child_name else name
+            hooks.append(child.register_forward_hook(lambda _m, _a, out, key=key: outputs.setdefault(key, out)))
+    try:
+        with torch.no_grad():
+            model(example_inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    exits = {}
+    for name in names:
+        out = outputs.get(name)
+        exits[name] = next((child for child, value in outputs.items() if child.startswith(name + ".")
+                            and child.count(".") == name.count(".") + 1 and value is out), None)
+    return exits
+
+
 def _width_tied_heads() -> dict[type, str]:
     """Heads whose every layer shares one width that the output format fixes, so none of it prunes."""
     from ultralytics.nn.modules.head import RTDETRDecoder
@@ -73,33 +100,55 @@ def _width_tied_heads() -> dict[type, str]:
                            "attention heads and score/box heads fix"}
 
 
-def _default_protection(model: nn.Module, example_inputs: torch.Tensor,
-                        protect_heads: bool) -> tuple[dict[str, str], list[str]]:
-    """(reasons by module name, names of the heads traced as stand-ins).
+@dataclass
+class _Protection:
+    """What keeps its width by default, and the fallback for attention whose outer channels cannot prune."""
 
-    A head is traced like any other layer and only its prediction layers keep their width, unless
+    reasons: dict[str, str]
+    head_names: list[str]
+    whole_attention: dict[str, str]  # attention modules protected inside only, with the reason to keep them whole
+
+    def attention_kept_whole(self, error: str) -> dict[str, str]:
+        reasons = {n: r for n, r in self.reasons.items() if not _inside(n, self.whole_attention)}
+        reasons.update({n: f"{r} (pruning around it failed: {error})" for n, r in self.whole_attention.items()})
+        return reasons
+
+
+def _default_protection(model: nn.Module, example_inputs: torch.Tensor, protect_heads: bool) -> _Protection:
+    """A head is traced like any other layer and only its prediction layers keep their width, unless
     ``protect_heads`` asks for whole heads or the head's width is tied throughout (RT-DETR's decoder).
-    """
+    Attention keeps its inner widths (heads × head_dim); its output projection follows the block around it."""
     from ultralytics.nn.modules.head import Detect
 
     final = final_layer(model)
     tied = _width_tied_heads()
     reasons: dict[str, str] = {}
-    head_names = []
+    head_names, attention = [], []
     for name, module in model.named_modules():
-        if not name or _inside(name, reasons):
+        if not name or _inside(name, reasons) or _inside(name, attention):
             continue
         why_tied = next((why for cls, why in tied.items() if isinstance(module, cls)), None)
         if why_tied or (protect_heads and (isinstance(module, Detect) or module is final)):
             reasons[name] = f"head ({type(module).__name__}): " + (why_tied or "protected whole (--protect-head)")
             head_names.append(name)
         elif isinstance(module, _attention_classes()):
-            reasons[name] = f"attention ({type(module).__name__}): channels are tied to heads"
+            attention.append(name)
+    whole = {}
+    for name, exit_name in _attention_exits(model, example_inputs, attention).items():
+        kind = type(model.get_submodule(name)).__name__
+        whole[name] = f"attention ({kind}): its width is heads × head_dim"
+        inner = [n for n, child in model.get_submodule(name).named_children() if any(True for _ in child.parameters())]
+        if exit_name is None or is_layer(model.get_submodule(name)):
+            reasons[name] = whole.pop(name)
+            continue
+        for child in inner:
+            if f"{name}.{child}" != exit_name:
+                reasons[f"{name}.{child}"] = f"attention inside ({kind}): heads × head_dim"
     for name in prediction_layers(model, example_inputs):
         if not _inside(name, reasons):
             reasons[name] = f"prediction layer ({type(model.get_submodule(name)).__name__}): " \
                             f"its channels are the output format"
-    return reasons, head_names
+    return _Protection(reasons, head_names, whole)
 
 
 def _inside(name: str, chosen) -> bool:
@@ -298,7 +347,8 @@ def prepare_for_pruning(model: nn.Module, imgsz: int = 64, ignore: Sequence[str]
     device = next(model.parameters()).device
     example_inputs = torch.randn(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0)).to(device)
 
-    reasons, head_names = _default_protection(model, example_inputs, protect_heads)
+    protection = _default_protection(model, example_inputs, protect_heads)
+    reasons, head_names = protection.reasons, protection.head_names
     for name, reason in _user_protection(model, ignore).items():
         if not _inside(name, reasons):
             reasons[name] = reason
@@ -307,6 +357,10 @@ def prepare_for_pruning(model: nn.Module, imgsz: int = 64, ignore: Sequence[str]
     probe_model = model if device.type == "cpu" else copy.deepcopy(model).cpu()
     probe_inputs = example_inputs.cpu()
     error = probe(probe_model, probe_inputs, list(reasons), TraceForward(head_names), trace_timeout)
+    if error and protection.whole_attention:
+        whole = protection.attention_kept_whole(error)
+        if not probe(probe_model, probe_inputs, list(whole), TraceForward(head_names), trace_timeout):
+            reasons, error = whole, ""
     culprits = []
     if error:
         culprits = _find_culprits(probe_model, probe_inputs, list(reasons), head_names, trace_timeout)

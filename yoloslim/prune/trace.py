@@ -91,7 +91,7 @@ def _observe(model: nn.Module, modules: Sequence[nn.Module], example_inputs: tor
     return observations
 
 
-def _is_layer(module: nn.Module) -> bool:
+def is_layer(module: nn.Module) -> bool:
     """A layer torch-pruning hooks itself (conv, BN, attention...): a stand-in would confuse its bookkeeping."""
     from torch_pruning import ops
 
@@ -143,7 +143,7 @@ class TraceForward:
         saved = [(module, module.__dict__.get("forward")) for module in modules]
         for name, module, seen in zip(names, modules, observations):
             is_head = name in self.head_names
-            if _is_layer(module) or (is_head and not seen.entry_convs()):
+            if is_layer(module) or (is_head and not seen.entry_convs()):
                 continue  # protected by ignoring alone; trace it as it is
             if not is_head and not isinstance(seen.output, torch.Tensor):
                 continue
