@@ -8,7 +8,8 @@ import argparse
 def add_model_arg(p: argparse.ArgumentParser, required: bool = True, flag: str = "--weights") -> None:
     aliases = ["--weights", "--model"] if flag in {"--weights", "--model"} else [flag]
     p.add_argument(*aliases, dest="weights", required=required, metavar="PT_OR_YAML",
-                   help="checkpoint path (.pt) or an ultralytics model yaml such as yolov8n.yaml")
+                   help="checkpoint path (.pt, also a best.pt of the original YOLOv5 repo) or a model yaml such "
+                        "as yolov8n.yaml or yolov5n-anchor.yaml")
 
 
 def add_data_arg(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -191,7 +191,12 @@ def build_distillation(
         student_recorder.remove()
         teacher_recorder.remove()
         raise
-    logit_loss = build_logit_loss(config.logit, layout) if config.logit else None
+    logit_loss = None
+    if config.logit:
+        from yoloslim.distill.anchor_logits import AnchorHeadLayout, build_anchor_logit_loss
+
+        build = build_anchor_logit_loss if isinstance(layout, AnchorHeadLayout) else build_logit_loss
+        logit_loss = build(config.logit, layout)
     detection = student.init_criterion()
     return DistillCriterion(
         detection, teacher, student_recorder, teacher_recorder, connectors, feature_loss, logit_loss, config

@@ -33,8 +33,15 @@ def head_layout(model: nn.Module, role: str) -> HeadLayout:
     return HeadLayout(tuple(float(s) for s in head.stride), int(head.nc), int(head.reg_max))
 
 
-def check_heads_compatible(student: nn.Module, teacher: nn.Module) -> HeadLayout:
-    """Fail with every difference that makes per-anchor logits incomparable."""
+def check_heads_compatible(student: nn.Module, teacher: nn.Module):
+    """Fail with every difference that makes per-anchor logits incomparable; the layout both heads share.
+
+    Anchor-based YOLOv5 heads have their own layout and losses (``anchor_logits.py``).
+    """
+    from yoloslim.distill.anchor_logits import check_anchor_heads_compatible, is_anchor_head
+
+    if is_anchor_head(student) or is_anchor_head(teacher):
+        return check_anchor_heads_compatible(student, teacher)
     s, t = head_layout(student, "student"), head_layout(teacher, "teacher")
     differences = [
         f"{name}: student {getattr(s, name)} vs teacher {getattr(t, name)}"
@@ -49,11 +56,12 @@ def check_heads_compatible(student: nn.Module, teacher: nn.Module) -> HeadLayout
     return s
 
 
-def training_outputs(preds) -> dict[str, torch.Tensor]:
-    """The raw head dict (boxes, scores, feats) from train-mode or eval-mode predictions."""
+def training_outputs(preds):
+    """The raw head outputs from train-mode or eval-mode predictions: the dict (boxes, scores, feats) of
+    anchor-free heads, the per-level list of anchor-based ones."""
     if isinstance(preds, tuple):
         preds = preds[1]
-    return preds.get("one2many", preds)
+    return preds.get("one2many", preds) if isinstance(preds, dict) else preds
 
 
 def anchors(feats: list[torch.Tensor], strides: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,9 +51,13 @@ def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint dict, turning every way it can be broken into one clear line."""
     from ultralytics.utils.patches import torch_load
 
+    from yoloslim.models.yolov5.importer import import_checkpoint, is_original_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {str(path)!r} — check the path or train a model first")
+    if is_original_checkpoint(path):  # written by the original YOLOv5 repo, which ultralytics refuses to unpickle
+        return import_checkpoint(path)
     try:
         ckpt = torch_load(path, map_location="cpu")
     except ModuleNotFoundError as e:

@@ -37,10 +37,14 @@ def _quiet_exporter():
 
 
 def _as_checkpoint(model: str | Path | nn.Module, workdir: Path) -> Path:
-    if isinstance(model, nn.Module):
-        from yoloslim.engine.checkpoint import save_model_checkpoint
+    """A checkpoint ultralytics' exporter can load: modules and original YOLOv5 files are saved as ours first."""
+    from yoloslim.models.yolov5.importer import is_original_checkpoint
 
-        return save_model_checkpoint(model, workdir / "model.pt")
+    if isinstance(model, nn.Module) or is_original_checkpoint(model):
+        from yoloslim.engine.checkpoint import save_model_checkpoint
+        from yoloslim.models.load import load_module
+
+        return save_model_checkpoint(load_module(model), workdir / "model.pt")
     return Path(model)
 
 

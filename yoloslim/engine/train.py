@@ -95,4 +95,9 @@ def _resume_checkpoint(resume: bool | str) -> str | None:
     path = Path(resume)
     if not path.is_file():
         raise UserError(f"cannot resume: {resume!r} does not exist — pass the run's weights/last.pt")
+    from yoloslim.models.yolov5.importer import is_original_checkpoint
+
+    if is_original_checkpoint(path):
+        raise UserError(f"cannot resume {resume!r}: it was written by the original YOLOv5 repo, whose training state "
+                        f"does not carry over — train from it instead (--model {resume})")
     return str(path.resolve())

@@ -1,8 +1,9 @@
 """Resolve ``--model``/``--weights`` to an ultralytics model of the right family.
 
-A spec is either a model yaml that ultralytics ships (``yolov8n.yaml``, ``rtdetr-l.yaml``) or
-a local yaml/checkpoint path. Checkpoints are used as they are — never rebuilt from their
-yaml — so a pruned model keeps its pruned shape.
+A spec is either a model yaml that ultralytics ships (``yolov8n.yaml``, ``rtdetr-l.yaml``), one of
+yoloslim's anchor-based YOLOv5 yamls (``yolov5n-anchor.yaml``, see ``models/yolov5``), or a local
+yaml/checkpoint path. Checkpoints are used as they are — never rebuilt from their yaml — so a pruned
+model keeps its pruned shape; checkpoints written by the original YOLOv5 repo are imported.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from yoloslim.errors import UserError
+from yoloslim.models.yolov5.config import is_anchor_cfg, is_family_name
 
 RTDETR_MARKERS = ("rtdetr",)
 
@@ -50,11 +52,23 @@ def resolve_spec(spec: str) -> tuple[str, bool]:
     if path.suffix in {".yaml", ".yml"}:
         if path.is_file():
             return str(path.resolve()), False
-        if _ultralytics_knows(path.name):
+        if is_family_name(path.name) or _ultralytics_knows(path.name):
             return path.name, False
-        sample = ", ".join(n for n in ("yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml", "rtdetr-l.yaml"))
+        sample = ", ".join(("yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml", "yolov5n-anchor.yaml", "rtdetr-l.yaml"))
         raise UserError(f"unknown model yaml {spec!r} — use a local yaml file or one that ultralytics ships, e.g. {sample}")
     raise UserError(f"cannot load {spec!r} — pass a checkpoint (.pt) or a model yaml (.yaml)")
+
+
+def build_from_yaml(target: str, nc: int | None = None, verbose: bool = False) -> nn.Module:
+    """A new detection module from a resolved model yaml, with ``nc`` classes if given."""
+    if is_anchor_cfg(target):
+        from yoloslim.models.yolov5.model import YOLOv5DetectionModel
+
+        return YOLOv5DetectionModel(target, nc=nc, verbose=verbose)
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+
+    cls = RTDETRDetectionModel if any(m in Path(target).name.lower() for m in RTDETR_MARKERS) else DetectionModel
+    return cls(target, nc=nc, verbose=verbose)
 
 
 def load_model(spec: str, verbose: bool = False):
@@ -62,9 +76,17 @@ def load_model(spec: str, verbose: bool = False):
     target, is_ckpt = resolve_spec(spec)
     if is_ckpt:
         from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
+        from yoloslim.models.yolov5.importer import is_original_checkpoint
 
+        if is_original_checkpoint(target):
+            raise UserError(f"{spec} was written by the original YOLOv5 repo, which ultralytics' YOLO cannot load — "
+                            f"convert it once with `yoloslim import --weights {spec} --out model.pt`")
         module = checkpoint_module(read_checkpoint(target))
         rtdetr = is_rtdetr_module(module)
+    elif is_anchor_cfg(target):
+        from yoloslim.models.yolov5.wrapper import AnchorYOLOv5
+
+        return AnchorYOLOv5(target, verbose=verbose)
     else:
         rtdetr = any(m in Path(target).name.lower() for m in RTDETR_MARKERS)
     try:
@@ -77,4 +99,11 @@ def load_module(spec: str | nn.Module) -> nn.Module:
     """The bare detection ``nn.Module`` (fp32, eval) behind a spec."""
     if isinstance(spec, nn.Module):
         return spec
+    from yoloslim.models.yolov5.importer import is_original_checkpoint
+
+    target, is_ckpt = resolve_spec(spec)
+    if is_ckpt and is_original_checkpoint(target):
+        from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
+
+        return checkpoint_module(read_checkpoint(target)).eval()
     return load_model(spec).model.float().eval()

@@ -32,19 +32,13 @@ def build_module(spec: str | nn.Module, data_yaml: Path) -> nn.Module:
     """The module to train: a checkpoint as it is, or a yaml built with the dataset's class count."""
     from yoloslim.data.checks import check_data_yaml, dataset_nc
     from yoloslim.engine.trainer import head_nc
-    from yoloslim.models.load import is_rtdetr_module, load_module, resolve_spec
+    from yoloslim.models.load import build_from_yaml, is_rtdetr_module, load_module, resolve_spec
 
     if isinstance(spec, nn.Module):
         module = spec
     else:
         target, is_checkpoint = resolve_spec(str(spec))
-        if is_checkpoint:
-            module = load_module(target)
-        else:
-            from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
-
-            cls = RTDETRDetectionModel if "rtdetr" in Path(target).name.lower() else DetectionModel
-            module = cls(target, nc=dataset_nc(data_yaml), verbose=False)
+        module = load_module(target) if is_checkpoint else build_from_yaml(target, nc=dataset_nc(data_yaml))
     if not is_rtdetr_module(module):
         check_data_yaml(data_yaml, nc=head_nc(module))
     return module
