@@ -37,7 +37,11 @@ class Plan:
     seed: int = 0
     baseline_epochs: int = 80
     sparse_epochs: int = 8
-    finetune_epochs: int = 8
+    finetune_share: float = 0.5  # every row finetunes this share of the baseline's epochs
+    finetune_epochs: int | None = None  # instead of the share: this many epochs (e.g. for a --model checkpoint)
+    recalib_batches: int = 16  # BN recalibration after every planner prune (0 = off)
+    stages: int = 3  # iterative rows: prunes to reach the target, finetuning in between
+    iterative_methods: int = 3  # lamp and the best other one-shot methods, pruned iteratively too
     sr: float = 1e-2
     speed_up: float = 2.0
     classic_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
@@ -51,10 +55,24 @@ class Plan:
     @classmethod
     def quick(cls) -> "Plan":
         return cls(n_train=96, n_val=32, imgsz=96, baseline_epochs=10, sparse_epochs=2, finetune_epochs=2,
-                   classic_ratios=(0.3, 0.5), calib_batches=1, latency_runs=10, methods=QUICK_METHODS)
+                   stages=2, iterative_methods=1, classic_ratios=(0.3, 0.5), calib_batches=1, latency_runs=10,
+                   methods=QUICK_METHODS)
 
     def with_methods(self, methods: tuple[str, ...]) -> "Plan":
         return replace(self, methods=methods)
+
+    def finetune_budget(self, baseline_epochs: int | None) -> int:
+        """Epochs every row gets after pruning (iterative rows: in total, stages included)."""
+        if self.finetune_epochs is not None:
+            return self.finetune_epochs
+        if baseline_epochs is None:
+            raise ValueError("the baseline's epochs are unknown")
+        return max(1, round(baseline_epochs * self.finetune_share))
+
+    def stage_epochs(self, budget: int) -> tuple[int, int]:
+        """(epochs between stages, epochs after the last stage), summing to ``budget`` when it allows."""
+        between = max(1, budget // (self.stages + 1))
+        return between, max(1, budget - (self.stages - 1) * between)
 
     @property
     def model_name(self) -> str:
@@ -142,12 +160,27 @@ def latency_table(rows: list[dict[str, Any]], train_imgsz: int) -> str:
 
 
 def tool_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | speed-up reached | prune seconds | mAP50-95 right after pruning | finetune seconds | "
-             "pruned architecture (hash) |", "|---|---:|---:|---:|---:|---|"]
+    lines = ["| model | speed-up reached | prune seconds | mAP50-95 right after pruning | after BN recalibration | "
+             "finetune epochs | finetune seconds | pruned architecture (hash) |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         prune = row["prune"]
-        lines.append(f"| {row['name']} | {prune['speed_up']:.3f}x | {prune['seconds']:.1f} | "
-                     f"{row['map50_95_before_finetune']:.3f} | {row['train_seconds']:.0f} | `{row['architecture']}` |")
+        cells = [f"{row[key]:.3f}" if row.get(key) is not None else "–"
+                 for key in ("map50_95_before_finetune", "map50_95_recalibrated")]
+        lines.append(f"| {row['name']} | {prune['speed_up']:.3f}x | {prune['seconds']:.1f} | {' | '.join(cells)} | "
+                     f"{row['train_epochs']} | {row['train_seconds']:.0f} | `{row['architecture']}` |")
+    return "\n".join(lines)
+
+
+def stages_table(rows: list[dict[str, Any]]) -> str:
+    """Speed-up and mAP50-95 after each stage of the iterative rows."""
+    lines = ["| model | stage | speed-up | params | mAP50-95 after pruning (+ BN recalibration) | "
+             "after the stage's finetune |", "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        for stage in row.get("stages", []):
+            tuned = stage["map50_95_finetuned"]
+            lines.append(f"| {row['name']} | {stage['stage']} | {stage['speed_up']:.3f}x | {stage['params']:,} | "
+                         f"{stage['map50_95_pruned']:.3f} | {'–' if tuned is None else f'{tuned:.3f}'} |")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Which ultralytics detectors yoloslim can prune: build each from its yaml, prune to a target, run it.
+"""Which detectors yoloslim can prune: build each from its yaml, prune to a target, run it.
 
     python benchmarks/coverage.py [--imgsz 640] [--speed-up 2.0] [--method lamp] [--models yolov8n yolo11n ...]
 
@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 MODELS = ("yolov3", "yolov3-tiny", "yolov5nu", "yolov6n", "yolov8n", "yolov8n-p2", "yolov8n-p6", "yolov8n-ghost",
-          "yolov9t", "yolov9s", "yolov10n", "yolov10s", "yolo11n", "yolo12n", "yolo26n", "rtdetr-l", "rtdetr-resnet50")
+          "yolov9t", "yolov9s", "yolov10n", "yolov10s", "yolo11n", "yolo12n", "yolo26n", "rtdetr-l", "rtdetr-resnet50",
+          "yolov5n-anchor", "yolov5s-anchor")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,9 +40,16 @@ def prune_one(name: str, imgsz: int, target: float, method: str) -> dict:
     return {
         "model": name, "ok": True, "reached": result.reached, "note": result.note, "speed_up": result.speed_up, "steps": result.steps,
         "params_before": result.base_params, "params_after": result.params, "rewritten": len(result.rewritten),
-        "protected": [f"{n} ({r.split(':')[0].split(' (')[0]})" for n, r in result.protected],
+        "protected": protected_summary(result.protected),
         "seconds": time.monotonic() - started,
     }
+
+
+def protected_summary(protected: list[tuple[str, str]]) -> list[str]:
+    """Prediction layers as one count (a head has 5-13); every other protected module by name and kind."""
+    predictions = [n for n, r in protected if r.startswith("prediction layer")]
+    others = [f"{n} ({r.split(':')[0].split(' (')[0]})" for n, r in protected if n not in predictions]
+    return ([f"{len(predictions)} prediction layers"] if predictions else []) + others
 
 
 def run_isolated(name: str, args) -> dict:
@@ -63,7 +71,8 @@ def run_isolated(name: str, args) -> dict:
 def markdown(rows: list[dict], args) -> str:
     lines = [
         "# Pruning coverage", "",
-        f"Every detection model yaml that ultralytics ships, built with random weights (nc=80) and pruned with "
+        f"Every detection model yaml that ultralytics ships, and yoloslim's anchor-based YOLOv5, built with random "
+        f"weights (nc=80) and pruned with "
         f"`prune_model` (method `{args.method}`, the planner's defaults: global, round_to 8, max_layer_ratio 0.8, "
         f"at most 10 planner rounds) to {args.speed_up}x fewer GFLOPs at {args.imgsz} px — what "
         f"`yoloslim prune --weights <yaml> --method {args.method} --speed-up {args.speed_up} --imgsz {args.imgsz}` "
@@ -92,9 +101,11 @@ def markdown(rows: list[dict], args) -> str:
         "",
         "\"best reached\": the planner stopped below the target, for the reason given; the CLI's warning then "
         "suggests raising --max-layer-ratio (default 0.8), protecting fewer modules or lowering the target. "
-        "Protected modules bound what pruning can remove: heads are protected whole, hidden head convs "
-        "included, which leaves less to prune where the head holds much of the compute (the stride-4 head "
-        "of yolov8n-p2). \"rewritten blocks\": chunking blocks replaced by split-free equivalents before tracing.",
+        "\"prediction layers\": the convs whose output channels are the model's output format (box/DFL and "
+        "class convs of every level, DFL itself, one2one copies in end-to-end heads), found by walking back "
+        "from the outputs; the hidden head convs before them prune. RT-DETR's decoder is kept whole (its "
+        "layers share the query width); attention blocks are kept whole (see docs/BENCHMARKS.md). "
+        "\"rewritten blocks\": chunking blocks replaced by split-free equivalents before tracing.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,18 +1,22 @@
 """The seed-style table for every pruning method on one model and dataset, from one command.
 
-    OMP_NUM_THREADS=1 python benchmarks/methods.py [--quick] [--methods lamp l1 ...] [--speed-up 2.0] [--out DIR]
+    OMP_NUM_THREADS=2 python benchmarks/methods.py [--quick] [--methods lamp l1 ...] [--speed-up 2.0] [--out DIR]
                                                    [--model yolo11n.yaml | best.pt] [--data data.yaml]
+                                                   [--finetune-share 0.5 | --finetune-epochs N]
 
 synth digits (or ``--data``) → yolov8n baseline (or ``--model``: a yaml is trained, a checkpoint is used as
-the baseline; cached by a hash of its settings, reused across runs) → per method:
-sparse-train from the baseline if the method needs it, prune to ``--speed-up``, finetune a fixed number
-of epochs, validate and time → one row. Then classic slimming at fixed ratios (``round_up`` 8, from the
-slim sparse checkpoint), the same cuts (no finetuning) on the slim-sparse model and on an equally long
-continuation without penalty (does sparse training make the cut cheaper?), and the best method finetuned
-with distillation from the baseline. Every step is
-cached as JSON as soon as it finishes, so re-running the same command resumes an interrupted run.
-Writes ``methods.md`` (tables), ``methods.json`` (raw) and ``methods.png`` (mAP50-95 vs GFLOPs) to ``--out``.
-``--quick`` is a smoke test (3 methods, tiny budgets): its numbers say nothing about the methods.
+the baseline; cached by a hash of its settings, reused across runs) → per method: sparse-train from the
+baseline if the method needs it, prune to ``--speed-up`` (heads pruned inside, only prediction layers kept),
+recalibrate BatchNorm, finetune → one row. Every row gets the same finetune budget, a stated share of the
+baseline's epochs (default 50%). Then: lamp with the whole head protected (the old default), lamp and the
+two best other methods pruned iteratively (``Plan.stages`` prunes with finetuning between them, the same
+epochs in total), classic slimming at fixed ratios (``round_up`` 8, from the slim sparse checkpoint), the
+same cuts (no finetuning) on the slim-sparse model and on an equally long continuation without penalty,
+and the best method finetuned with yoloslim's distillation and with ultralytics' ``distill_model``, both
+from the baseline. Every step is cached as JSON as soon as it finishes, so re-running the same command
+resumes an interrupted run. Writes ``methods.md`` (tables), ``methods.json`` (raw) and ``methods.png``
+(mAP50-95 vs GFLOPs) to ``--out``. ``--quick`` is a smoke test (3 methods, tiny budgets): its numbers say
+nothing about the methods.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _methods_lib import (ALL_METHODS, DEFAULT_MODEL, Plan, StepCache, latencies, latency_table,  # noqa: E402
-                          machine, plot, sparse_vs_normal_table, tool_table, write_json)
+                          machine, plot, sparse_vs_normal_table, stages_table, tool_table, write_json)
 
 DISTILL_TERMS = {"logit": "l2", "feature": "cwd"}
 CLASSIC_ROUND_UP = 8
@@ -143,61 +147,136 @@ class Benchmark:
 
         return self.steps.get_or_run("sparse-vs-normal", run)
 
+    def finetune_budget(self, baseline: str) -> int:
+        """The plan's share of the baseline's epochs; a user's checkpoint says how long it trained."""
+        from yoloslim.engine.checkpoint import read_checkpoint
+        from yoloslim.errors import UserError
+        from yoloslim.models.load import resolve_spec
+
+        epochs = self.plan.baseline_epochs
+        if self.plan.model and resolve_spec(self.plan.model)[1]:
+            epochs = (read_checkpoint(baseline).get("train_args") or {}).get("epochs")
+        try:
+            return self.plan.finetune_budget(epochs)
+        except ValueError:
+            raise UserError(f"--model {self.plan.model} has no record of how many epochs it trained — pass "
+                            f"--finetune-epochs") from None
+
     def pruned(self, key: str, prune: Callable[[], Any]) -> dict[str, Any]:
+        """Prune, validate, recalibrate BN and validate again; cached with the checkpoint it wrote."""
         from yoloslim.engine.checkpoint import save_model_checkpoint
         from yoloslim.engine.validate import validate
+        from yoloslim.prune.recalibrate import recalibrate_bn
+
+        p = self.plan
 
         def run() -> dict[str, Any]:
             log(f"pruning: {key}")
             result = prune()
+            before = validate(result.model, self.data, imgsz=p.imgsz, batch=p.batch)["map50_95"]
+            recalibrated = None
+            if p.recalib_batches:
+                recalibrate_bn(result.model, self.data, p.recalib_batches, imgsz=p.imgsz, batch=p.batch,
+                               progress=False)
+                recalibrated = validate(result.model, self.data, imgsz=p.imgsz, batch=p.batch)["map50_95"]
             path = save_model_checkpoint(result.model, self.runs / f"{key}.pt", meta={"pruned": result.summary()})
-            summary = {k: v for k, v in result.summary().items() if k not in ("protected", "rewritten")}
-            return {"weights": str(path), "prune": summary, "architecture": architecture_hash(result.channels),
-                    "map50_95_before_finetune": validate(path, self.data, imgsz=self.plan.imgsz,
-                                                         batch=self.plan.batch)["map50_95"]}
+            return {"weights": str(path), "prune": self._short(result.summary()),
+                    "architecture": architecture_hash(result.channels), "map50_95_before_finetune": before,
+                    "map50_95_recalibrated": recalibrated}
 
         return self.steps.get_or_run(f"pruned-{key}", run)
 
-    def row(self, key: str, name: str, pruned: dict[str, Any], teacher: str | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _short(summary: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in summary.items() if k not in ("protected", "rewritten")}
+
+    def iterative(self, key: str, method: str, source: str, between: int) -> dict[str, Any]:
+        """``method`` in ``plan.stages`` prunes with ``between`` finetune epochs after each but the last."""
+        from yoloslim.engine.checkpoint import save_model_checkpoint
+        from yoloslim.prune.iterative import iterative_prune, stages_summary
+
+        p = self.plan
+
+        def run() -> dict[str, Any]:
+            log(f"pruning: {key} ({p.stages} stages, {between} epochs between them)")
+            started = time.perf_counter()
+            result, stages = iterative_prune(
+                source, self.data, p.speed_up, p.stages, between, self.runs / f"stages-{key}",
+                prune_options=dict(method=method, imgsz=p.imgsz, calib_batches=p.calib_batches, seed=p.seed),
+                finetune_options=dict(imgsz=p.imgsz, exist_ok=True, **self.recipe), recalib=p.recalib_batches,
+                log=log)
+            records = stages_summary(stages)
+            path = save_model_checkpoint(result.model, self.runs / f"{key}.pt",
+                                         meta={"pruned": {**result.summary(), "stages": records}})
+            return {"weights": str(path), "prune": self._short(result.summary()),
+                    "architecture": architecture_hash(result.channels), "map50_95_before_finetune": None,
+                    "map50_95_recalibrated": records[-1]["map50_95_pruned"], "stages": records,
+                    "stage_epochs": between * (p.stages - 1),
+                    "stage_train_seconds": time.perf_counter() - started - result.seconds}
+
+        return self.steps.get_or_run(f"pruned-{key}", run)
+
+    def row(self, key: str, name: str, pruned: dict[str, Any], epochs: int, teacher: str | None = None,
+            ultralytics_distill: bool = False) -> dict[str, Any]:
         from yoloslim.distill.api import distill
         from yoloslim.prune.api import finetune
 
         def run() -> dict[str, Any]:
-            epochs = self.plan.finetune_epochs
-            log(f"{'distilling' if teacher else 'finetuning'}: {name} ({epochs} epochs)")
+            how = "distilling" if teacher else "finetuning"
+            log(f"{how}: {name} ({epochs} epochs)")
             started = time.perf_counter()
-            if teacher:
-                result = distill(pruned["weights"], self.data, teacher=teacher, epochs=epochs,
-                                 **DISTILL_TERMS, **self.train_args(f"finetune-{key}"))
+            args = self.train_args(f"finetune-{key}")
+            if teacher and ultralytics_distill:
+                result = finetune(pruned["weights"], self.data, epochs=epochs, distill_model=teacher, **args)
+            elif teacher:
+                result = distill(pruned["weights"], self.data, teacher=teacher, epochs=epochs, **DISTILL_TERMS, **args)
             else:
-                result = finetune(pruned["weights"], self.data, epochs=epochs, **self.train_args(f"finetune-{key}"))
-            seconds = time.perf_counter() - started
+                result = finetune(pruned["weights"], self.data, epochs=epochs, **args)
+            seconds = time.perf_counter() - started + pruned.get("stage_train_seconds", 0.0)
+            kept = ("prune", "architecture", "map50_95_before_finetune", "map50_95_recalibrated", "stages")
             return {**self.measure(name, result.best), "train_seconds": seconds,
-                    **{k: pruned[k] for k in ("prune", "architecture", "map50_95_before_finetune")}}
+                    "train_epochs": epochs + pruned.get("stage_epochs", 0), **{k: pruned[k] for k in kept if k in pruned}}
 
         row = self.steps.get_or_run(f"row-{key}", run)
         log(f"{name}: mAP50-95 {row['map50_95']:.3f}, {row['gflops']:.3f} GFLOPs, architecture {row['architecture']}")
         return row
 
+    def source(self, method: str, baseline: str) -> str:
+        from yoloslim.prune.methods import get_method
+
+        return self.sparse(method, baseline) if get_method(method).needs_sparse_training else baseline
+
     def run(self) -> dict[str, Any]:
         from yoloslim.prune.api import prune_model
         from yoloslim.prune.classic import slim_prune_model
-        from yoloslim.prune.methods import get_method
 
         p = self.plan
         self.data = self.dataset()
         baseline = self.baseline()
         base_row = self.steps.get_or_run("row-baseline", lambda: self.measure(f"BaseLine {p.model_name}", baseline))
         log(f"baseline: mAP50-95 {base_row['map50_95']:.3f} (mAP50 {base_row['map50']:.3f})")
+        budget = self.finetune_budget(baseline)
+        target = f"{p.speed_up:g}X"
 
-        rows, pruned_by_method = [], {}
+        def planner(method: str, source: str, **options: Any) -> Callable[[], Any]:
+            return lambda: prune_model(source, method=method, speed_up=p.speed_up, imgsz=p.imgsz, data=self.data,
+                                       calib_batches=p.calib_batches, seed=p.seed, **options)
+
+        rows, pruned_by_method, one_shot = [], {}, {}
         for method in p.methods:
-            source = self.sparse(method, baseline) if get_method(method).needs_sparse_training else baseline
-            pruned = self.pruned(method, lambda: prune_model(source, method=method, speed_up=p.speed_up,
-                                                             imgsz=p.imgsz, data=self.data,
-                                                             calib_batches=p.calib_batches, seed=p.seed))
-            pruned_by_method[method] = pruned
-            rows.append(self.row(method, f"{method} {p.speed_up:g}X", pruned))
+            pruned_by_method[method] = self.pruned(method, planner(method, self.source(method, baseline)))
+            rows.append(self.row(method, f"{method} {target}", pruned_by_method[method], budget))
+            one_shot[method] = rows[-1]["map50_95"]
+
+        pruned = self.pruned("lamp-protect-head", planner("lamp", baseline, protect_heads=True))
+        rows.append(self.row("lamp-protect-head", f"lamp {target}, head protected", pruned, budget))
+
+        between, after = p.stage_epochs(budget)
+        ranked = sorted(p.methods, key=lambda m: -one_shot[m])
+        for method in (["lamp"] + [m for m in ranked if m != "lamp"])[:p.iterative_methods]:
+            key = f"{method}-{p.stages}stages"
+            pruned = self.iterative(key, method, self.source(method, baseline), between)
+            rows.append(self.row(key, f"{method} {target}, {p.stages} stages", pruned, after))
 
         slim_sparse = self.sparse("slim", baseline)
         for ratio in p.classic_ratios:
@@ -205,14 +284,17 @@ class Benchmark:
             pruned = self.pruned(key, lambda: slim_prune_model(slim_sparse, prune_ratio=ratio,
                                                                round_up=CLASSIC_ROUND_UP,
                                                                layer_keep=CLASSIC_LAYER_KEEP, imgsz=p.imgsz))
-            rows.append(self.row(key, f"classic slim ratio {ratio:g} (round up {CLASSIC_ROUND_UP})", pruned))
+            rows.append(self.row(key, f"classic slim ratio {ratio:g} (round up {CLASSIC_ROUND_UP})", pruned, budget))
 
         control = self.sparse_vs_normal(baseline, slim_sparse)
-        best = max(p.methods, key=lambda m: rows[p.methods.index(m)]["map50_95"])
-        rows.append(self.row(f"{best}-distill", f"{best} {p.speed_up:g}X + distill "
+        best = ranked[0]
+        rows.append(self.row(f"{best}-distill", f"{best} {target} + distill "
                                                 f"({DISTILL_TERMS['logit']}+{DISTILL_TERMS['feature']})",
-                             pruned_by_method[best], teacher=baseline))
-        return {"baseline": base_row, "rows": rows, "best_method": best, "sparse_vs_normal": control}
+                             pruned_by_method[best], budget, teacher=baseline))
+        rows.append(self.row(f"{best}-ultralytics-distill", f"{best} {target} + ultralytics distill_model",
+                             pruned_by_method[best], budget, teacher=baseline, ultralytics_distill=True))
+        return {"baseline": base_row, "rows": rows, "best_method": best, "sparse_vs_normal": control,
+                "finetune_epochs": budget}
 
 
 def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_seconds: dict[str, float],
@@ -225,7 +307,9 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
         f"Latency (ONNX Runtime, CPU, {plan.latency_threads} thread(s), median of {plan.latency_runs} runs "
         f"after 3 warm-up runs):\n\n"
         + latency_table([base, *rows], plan.imgsz),
-        "Pruning and finetuning cost per row:\n\n" + tool_table(rows),
+        f"Pruning and finetuning cost per row (every row finetunes {result['finetune_epochs']} epochs in total; "
+        f"iterative rows spend part of them between stages):\n\n" + tool_table(rows),
+        "Iterative rows, stage by stage:\n\n" + stages_table(rows),
         f"Classic slimming (round up {CLASSIC_ROUND_UP}, layer keep {CLASSIC_LAYER_KEEP:g}, no finetuning) of the "
         f"baseline continued {plan.sparse_epochs} epochs with the slim penalty (sr {plan.sr:g}) or without "
         f"(sr 0), mAP50 / mAP50-95:\n\n" + sparse_vs_normal_table(result["sparse_vs_normal"]),
@@ -235,6 +319,7 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
             "compute_seconds": round(sum(step_seconds.values()), 1),
             "date": time.strftime("%Y-%m-%d"), "best_method": result["best_method"]}
     write_json(out / "methods.json", {**meta, "baseline": base, "rows": rows,
+                                      "finetune_epochs": result["finetune_epochs"],
                                       "sparse_vs_normal": result["sparse_vs_normal"]})
     from yoloslim.engine.checkpoint import atomic_write_bytes
 
@@ -270,7 +355,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--imgsz", type=int, help="override the plan's image size (training, GFLOPs, latency)")
     parser.add_argument("--batch", type=int, help="override the plan's batch size")
     parser.add_argument("--baseline-epochs", type=int, help="override the plan's baseline epochs")
-    parser.add_argument("--finetune-epochs", type=int, help="override the plan's finetune/distill epochs")
+    parser.add_argument("--finetune-share", type=float,
+                        help="finetune/distill epochs per row as a share of the baseline's epochs (default 0.5)")
+    parser.add_argument("--finetune-epochs", type=int, help="instead of --finetune-share: epochs per row")
     return parser.parse_args(argv)
 
 
@@ -293,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         for option, value in overrides.items():
             if value < 1:
                 raise UserError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+        if args.finetune_share is not None:
+            if not 0.0 < args.finetune_share <= 10.0:
+                raise UserError(f"--finetune-share must be in (0, 10], got {args.finetune_share}")
+            overrides["finetune_share"] = args.finetune_share
         plan = replace(plan, speed_up=args.speed_up, model=args.model, data=args.data, **overrides)
         check_inputs(plan)
         out = Path(args.out)

@@ -11,7 +11,7 @@ uses ``round_up=None`` at a ratio found by bisection so its GFLOPs at --imgsz ar
 several rounds (so load from other processes hits both alike), with ORT's default threads and
 with one thread; the medians of the per-round medians and their min–max spread are reported.
 
-    OMP_NUM_THREADS=1 python benchmarks/slim_alignment.py --ratio 0.5 --rounds 7 --runs 20
+    OMP_NUM_THREADS=1 python benchmarks/studies/slim_alignment.py --ratio 0.5 --rounds 7 --runs 20
 """
 
 from __future__ import annotations

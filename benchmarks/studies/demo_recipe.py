@@ -2,7 +2,7 @@
 digits data, stepping the optimizer every 8 images (nbs = batch = 8) vs accumulating to ultralytics'
 nominal batch of 64 (batch 16, nbs 64 — 4 batches per step). Everything else is the demo recipe.
 
-    python benchmarks/demo_recipe.py --epochs 12
+    python benchmarks/studies/demo_recipe.py --epochs 12
 """
 
 from __future__ import annotations

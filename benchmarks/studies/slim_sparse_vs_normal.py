@@ -1,7 +1,7 @@
 """mAP before/after classic slimming for a sparse-trained vs a normally trained continuation of one base model.
 
-    python benchmarks/slim_sparse_vs_normal.py --out runs/slim_sparse --epochs 10 --sr 1e-2
-    python benchmarks/slim_sparse_vs_normal.py --out runs/slim_sparse_sgd --base BASE.pt --data DATA.yaml \
+    python benchmarks/studies/slim_sparse_vs_normal.py --out runs/slim_sparse --epochs 10 --sr 1e-2
+    python benchmarks/studies/slim_sparse_vs_normal.py --out runs/slim_sparse_sgd --base BASE.pt --data DATA.yaml \
         --imgsz 160 --batch 8 --epochs 8 --sr 3e-2
 
 Both continuations start from the same base checkpoint with the same settings; only the BN penalty

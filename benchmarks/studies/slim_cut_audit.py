@@ -1,6 +1,6 @@
 """How sparse training spread γ, and which channels each row cut from the slim-sparse model.
 
-    python benchmarks/slim_cut_audit.py --out runs/benchmarks/methods [--defended 0.8]
+    python benchmarks/studies/slim_cut_audit.py --out runs/benchmarks/methods [--defended 0.8]
 
 Reads a finished ``benchmarks/methods.py`` folder. Prints the |γ| percentiles of the slim-sparse model
 and of its sr=0 control; then, per row pruned from the slim-sparse model, the residual-tied channels

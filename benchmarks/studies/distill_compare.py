@@ -1,7 +1,7 @@
 """Finetune one pruned student three ways with equal epochs: plain, yoloslim distillation from the
 unpruned teacher, and ultralytics' built-in ``distill_model`` option; validate each the same way.
 
-    python benchmarks/distill_compare.py --teacher BASE.pt --student PRUNED.pt --data DATA.yaml --epochs 8 --imgsz 128
+    python benchmarks/studies/distill_compare.py --teacher BASE.pt --student PRUNED.pt --data DATA.yaml --epochs 8 --imgsz 128
 
 `yoloslim demo` leaves suitable inputs in runs/demo (baseline/weights/best.pt, pruned.pt, digits-*/data.yaml).
 """
