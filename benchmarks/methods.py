@@ -54,10 +54,11 @@ def architecture_hash(channels: list[dict[str, Any]]) -> str:
 
 
 class Benchmark:
-    def __init__(self, plan: Plan, out: Path) -> None:
+    def __init__(self, plan: Plan, out: Path, variants: bool = True) -> None:
         from yoloslim.demo import DemoPlan
 
         self.plan = plan
+        self.variants = variants  # head-protected, iterative and ultralytics-distill rows (a selection, not a setting)
         self.out = out.resolve()
         self.recipe = DemoPlan(batch=plan.batch, seed=plan.seed).train_recipe()
         self.runs = self.out / "runs" / plan.rows_key()
@@ -235,7 +236,8 @@ class Benchmark:
             seconds = time.perf_counter() - started + pruned.get("stage_train_seconds", 0.0)
             kept = ("prune", "architecture", "map50_95_before_finetune", "map50_95_recalibrated", "stages")
             return {**self.measure(name, result.best), "train_seconds": seconds,
-                    "train_epochs": epochs + pruned.get("stage_epochs", 0), **{k: pruned[k] for k in kept if k in pruned}}
+                    "train_epochs": epochs + pruned.get("stage_epochs", 0),
+                    **{k: pruned[k] for k in kept if k in pruned}}
 
         row = self.steps.get_or_run(f"row-{key}", run)
         log(f"{name}: mAP50-95 {row['map50_95']:.3f}, {row['gflops']:.3f} GFLOPs, architecture {row['architecture']}")
@@ -268,12 +270,13 @@ class Benchmark:
             rows.append(self.row(method, f"{method} {target}", pruned_by_method[method], budget))
             one_shot[method] = rows[-1]["map50_95"]
 
-        pruned = self.pruned("lamp-protect-head", planner("lamp", baseline, protect_heads=True))
-        rows.append(self.row("lamp-protect-head", f"lamp {target}, head protected", pruned, budget))
-
-        between, after = p.stage_epochs(budget)
         ranked = sorted(p.methods, key=lambda m: -one_shot[m])
-        for method in (["lamp"] + [m for m in ranked if m != "lamp"])[:p.iterative_methods]:
+        if self.variants:
+            pruned = self.pruned("lamp-protect-head", planner("lamp", baseline, protect_heads=True))
+            rows.append(self.row("lamp-protect-head", f"lamp {target}, head protected", pruned, budget))
+        between, after = p.stage_epochs(budget)
+        iterative = (["lamp"] + [m for m in ranked if m != "lamp"])[:p.iterative_methods] if self.variants else []
+        for method in iterative:
             key = f"{method}-{p.stages}stages"
             pruned = self.iterative(key, method, self.source(method, baseline), between)
             rows.append(self.row(key, f"{method} {target}, {p.stages} stages", pruned, after))
@@ -291,8 +294,9 @@ class Benchmark:
         rows.append(self.row(f"{best}-distill", f"{best} {target} + distill "
                                                 f"({DISTILL_TERMS['logit']}+{DISTILL_TERMS['feature']})",
                              pruned_by_method[best], budget, teacher=baseline))
-        rows.append(self.row(f"{best}-ultralytics-distill", f"{best} {target} + ultralytics distill_model",
-                             pruned_by_method[best], budget, teacher=baseline, ultralytics_distill=True))
+        if self.variants:
+            rows.append(self.row(f"{best}-ultralytics-distill", f"{best} {target} + ultralytics distill_model",
+                                 pruned_by_method[best], budget, teacher=baseline, ultralytics_distill=True))
         return {"baseline": base_row, "rows": rows, "best_method": best, "sparse_vs_normal": control,
                 "finetune_epochs": budget}
 
@@ -345,6 +349,9 @@ def check_inputs(plan: Plan) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 methods, tiny data and epochs")
+    parser.add_argument("--no-variants", dest="variants", action="store_false",
+                        help="only the methods, classic slimming and one distillation row (no head-protected, "
+                             "iterative or ultralytics distill_model rows)")
     parser.add_argument("--methods", nargs="+", metavar="METHOD", help=f"subset of: {' '.join(ALL_METHODS)}")
     parser.add_argument("--speed-up", type=float, default=2.0, help="target GFLOPs reduction (default 2.0)")
     parser.add_argument("--out", default="runs/benchmarks/methods", help="cache and report folder")
@@ -389,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
         started = time.perf_counter()
-        bench = Benchmark(plan, out)
+        bench = Benchmark(plan, out, variants=args.variants)
         result = bench.run()
         steps = {**bench.shared.seconds, **bench.steps.seconds}
         text = report(result, plan, command, time.perf_counter() - started, steps, out.resolve())

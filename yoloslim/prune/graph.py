@@ -1,8 +1,10 @@
 """Make a model safe to hand to torch-pruning: rewrite, protect, and prove it traces.
 
 ``prepare_for_pruning`` rewrites chunking blocks (``yoloslim.models.rewrite``), protects the
-modules whose channels must not change (detection heads, RT-DETR's decoder, attention whose
-channels are tied to heads, and whatever the user names), and then *probes* the model: in a
+modules whose channels must not change (the prediction layers, whose widths are the output
+format — see ``outputs.py``; RT-DETR's decoder; the inside of attention, whose widths are
+heads × head_dim, or the whole attention where the block around it cannot prune; whole heads
+with ``protect_heads``; whatever the user names), and then *probes* the model: in a
 forked child process it builds the dependency graph, prunes 30% of every prunable group
 and runs a forward pass. The child is killed after ``trace_timeout`` seconds, so a hang in
 torch-pruning costs time, never the run. When the probe fails, the layers responsible are
@@ -72,6 +74,8 @@ def _attention_exits(model: nn.Module, example_inputs: torch.Tensor, names: Sequ
     stays; the exit's output channels can follow the residual stream the block sits in. ``None`` where
     no child writes the output directly.
     """
+    if not names:
+        return {}
     outputs: dict[str, object] = {}
     hooks = []
     for name in names:
@@ -135,15 +139,14 @@ def _default_protection(model: nn.Module, example_inputs: torch.Tensor, protect_
             attention.append(name)
     whole = {}
     for name, exit_name in _attention_exits(model, example_inputs, attention).items():
-        kind = type(model.get_submodule(name)).__name__
-        whole[name] = f"attention ({kind}): its width is heads × head_dim"
-        inner = [n for n, child in model.get_submodule(name).named_children() if any(True for _ in child.parameters())]
-        if exit_name is None or is_layer(model.get_submodule(name)):
+        module = model.get_submodule(name)
+        whole[name] = f"attention ({type(module).__name__}): its width is heads × head_dim"
+        if exit_name is None or is_layer(module):
             reasons[name] = whole.pop(name)
             continue
-        for child in inner:
-            if f"{name}.{child}" != exit_name:
-                reasons[f"{name}.{child}"] = f"attention inside ({kind}): heads × head_dim"
+        for child_name, child in module.named_children():
+            if f"{name}.{child_name}" != exit_name and any(True for _ in child.parameters()):
+                reasons[f"{name}.{child_name}"] = f"attention inside ({type(module).__name__}): heads × head_dim"
     for name in prediction_layers(model, example_inputs):
         if not _inside(name, reasons):
             reasons[name] = f"prediction layer ({type(model.get_submodule(name)).__name__}): " \

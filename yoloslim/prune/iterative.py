@@ -72,9 +72,10 @@ def iterative_prune(
     """Prune ``model`` to ``speed_up`` in ``stages`` cuts with ``stage_epochs`` of finetuning between them.
 
     ``prune_options`` go to :func:`prune_model` (method, imgsz, round_to, ...; not data or speed_up),
-    ``finetune_options`` to :func:`finetune` (imgsz, batch, device, ...). Each stage writes ``out/stage-K/pruned.pt`` and its
-    finetune run. Returns the last stage's result, re-based on the original model (speed-up, parameters,
-    channel widths), and one record per stage. The caller finetunes the result further if it wants.
+    ``finetune_options`` to :func:`finetune` (imgsz, batch, device, ...). Each stage writes
+    ``out/stage-K/pruned.pt`` and its finetune run. Returns the last stage's result, re-based on the
+    original model (speed-up, parameters, channel widths), and one record per stage. The caller
+    finetunes the result further if it wants.
     """
     from yoloslim.engine.checkpoint import save_model_checkpoint
     from yoloslim.engine.validate import validate
