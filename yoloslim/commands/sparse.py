@@ -1,13 +1,15 @@
 """Sparse training: train with a penalty that drives BatchNorm scale factors (γ) of prunable
 channels toward zero, so that `prune` can remove them with little accuracy loss. Which BNs are
 penalized is derived from the model's channel dependencies; the run folder gets bn_gamma.png and
-γ statistics in results.csv."""
+γ statistics in results.csv. --data defaults to the dataset the checkpoint was trained on; any
+ultralytics training setting can follow as KEY=VALUE words; --resume LAST_PT alone continues a run,
+penalty state included."""
 
 from __future__ import annotations
 
 import argparse
 
-from yoloslim.commands.common import add_data_arg, add_model_arg, add_train_args, train_overrides
+from yoloslim.commands.common import add_data_arg, add_model_arg, add_train_args
 
 NAME = "sparse"
 HELP = "sparse-train so BN channels become prunable"
@@ -16,8 +18,8 @@ DEFAULT_CLIP = 10.0
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    add_model_arg(p)
-    add_data_arg(p)
+    add_model_arg(p, required=False)
+    add_data_arg(p, required=False, from_checkpoint=True)
     add_train_args(p)
     p.add_argument("--sr", type=float, default=1e-2, help="penalty coefficient (0 = plain training)")
     p.add_argument("--sr-schedule", default="linear", metavar="{linear,constant,cosine}",
@@ -29,16 +31,20 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="also penalize BNs whose channels are tied to a residual add")
     p.add_argument("--clip", type=float, nargs="?", const=DEFAULT_CLIP, default=None, metavar="MAX_NORM",
                    help=f"clip gradients (off by default in sparse training; bare --clip = {DEFAULT_CLIP:g})")
-    p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue an interrupted run from its last.pt")
 
 
 def run(args: argparse.Namespace) -> int:
+    from yoloslim.commands.run_settings import resolve_run
+    from yoloslim.engine.train import data_from_checkpoint
     from yoloslim.sparsity import sparse_train
 
+    run = resolve_run(args, NAME)
+    if not run.resume and args.data is None:
+        args.data = data_from_checkpoint(args.weights, NAME)
     result = sparse_train(
-        args.weights, args.data, sr=args.sr, method=args.method, schedule=args.sr_schedule,
+        args.weights or run.resume, args.data, sr=args.sr, method=args.method, schedule=args.sr_schedule,
         penalize_coupled=args.penalize_coupled, clip=args.clip, project=args.project, name=args.name or "sparse",
-        resume=args.resume or False, **train_overrides(args),
+        resume=run.resume or False, callbacks=run.record.callbacks(), **run.overrides,
     )
     print(f"best checkpoint: {result.best}")
     print(f"γ distribution:  {result.save_dir / 'bn_gamma.png'}")

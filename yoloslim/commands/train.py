@@ -1,10 +1,14 @@
-"""Train a detector normally (the baseline for pruning; the seeds' sr=0 run)."""
+"""Train a detector normally (the baseline for pruning; the seeds' sr=0 run).
+
+Any ultralytics training setting can follow the flags as KEY=VALUE words (mosaic=0 cos_lr=True) or come
+from --cfg FILE; --resume LAST_PT alone continues an interrupted run exactly as it was started.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from yoloslim.commands.common import add_data_arg, add_model_arg, add_train_args, train_overrides
+from yoloslim.commands.common import add_data_arg, add_model_arg, add_train_args
 
 NAME = "train"
 HELP = "train a detector from a yaml or checkpoint"
@@ -12,16 +16,17 @@ ORDER = 10
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    add_model_arg(p, flag="--model")
-    add_data_arg(p)
+    add_model_arg(p, required=False, flag="--model")
+    add_data_arg(p, required=False)
     add_train_args(p)
-    p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue an interrupted run from its last.pt")
 
 
 def run(args: argparse.Namespace) -> int:
+    from yoloslim.commands.run_settings import resolve_run
     from yoloslim.engine.train import train
 
-    result = train(args.weights, args.data, project=args.project, name=args.name or "train",
-                   resume=args.resume or False, **train_overrides(args))
+    run = resolve_run(args, NAME)
+    result = train(args.weights or run.resume, args.data, project=args.project, name=args.name or "train",
+                   resume=run.resume or False, callbacks=run.record.callbacks(), **run.overrides)
     print(f"best checkpoint: {result.best}")
     return 0

@@ -1,4 +1,5 @@
-"""Validate a checkpoint: precision, recall, mAP50, mAP50-95, plus parameters, GFLOPs and size."""
+"""Validate a checkpoint: precision, recall, mAP50, mAP50-95, plus parameters, GFLOPs and size.
+--data defaults to the dataset the checkpoint was trained on."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ ORDER = 60
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_model_arg(p)
-    add_data_arg(p)
+    add_data_arg(p, required=False, from_checkpoint=True)
     p.add_argument("--imgsz", type=int, default=640, help="square input size in pixels")
     p.add_argument("--batch", type=int, default=16, help="batch size")
-    p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index")
+    p.add_argument("--device", default=None,
+                   help="'cpu' or a CUDA index (default: the first CUDA device if there is one, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
+    from yoloslim.engine.train import data_from_checkpoint
     from yoloslim.engine.validate import validate
     from yoloslim.report.metrics import measure
 
+    if args.data is None:
+        args.data = data_from_checkpoint(args.weights, NAME)
     accuracy = validate(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, device=args.device)
     cost = measure(args.weights, imgsz=args.imgsz, latency=False)
     result = {**accuracy, **cost}

@@ -5,10 +5,15 @@ its :class:`DistillConfig` across; everything heavy (teacher, hooks, connectors,
 is built in the worker at ``on_pretrain_routine_end``, when the student, device and EMA exist.
 
 Connectors get their own optimizer instead of a param group in the trainer's: the trainer's
-scheduler and resume logic assume the groups ``build_optimizer`` made, and connectors are not
-checkpointed anyway. It is stepped inside the trainer's optimizer step (after AMP unscaling,
+scheduler and resume logic assume the groups ``build_optimizer`` made, and the student's checkpoint
+must not carry them. It is stepped inside the trainer's optimizer step (after AMP unscaling,
 through the same GradScaler, clipped like the model) with the learning rate of the trainer's
 first group, so warmup and the LR schedule apply to it too.
+
+Connector weights and their optimizer state go into last.pt's training state (never into the student
+that best.pt and the final checkpoints hold), and a resumed run continues from them. Validation runs
+the EMA without a teacher, so the distillation terms are training-only losses: results.csv has no
+always-zero ``val/logit_*``/``val/feat_*`` columns.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from yoloslim.distill.config import DistillConfig
 from yoloslim.distill.criterion import DistillCriterion, build_distillation
 from yoloslim.distill.schedules import schedule_factor
 from yoloslim.engine.checkpoint import record_meta
-from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP
+from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, SAVE_TRAINING_STATE
+from yoloslim.errors import UserError
 from yoloslim.report.metrics import count_params
+
+STATE = "distill"  # key in last.pt's training state
 
 
 def load_teacher(teacher: str | Path | nn.Module, trainer) -> nn.Module:
@@ -73,6 +81,7 @@ class Distiller:
             ("on_train_epoch_start", self.start_epoch),
             ("on_train_batch_start", self.set_weight),
             (BEFORE_OPTIMIZER_STEP, self.step_connectors),
+            (SAVE_TRAINING_STATE, self.save_state),
             ("on_train_end", self.close),
         ]
 
@@ -87,6 +96,10 @@ class Distiller:
         self._student = student
         params = list(self.criterion.trainable_parameters())
         self.optimizer = companion_optimizer(trainer.optimizer, params) if params else None
+        trainer.train_only_losses = frozenset(self.criterion.names)
+        saved = (getattr(trainer, "resumed_state", None) or {}).get(STATE)
+        if saved:
+            self.load_state(saved)
         summary = {
             **self.config.summary(),
             "student_layers": self.criterion.student_recorder.layers or None,
@@ -99,8 +112,27 @@ class Distiller:
         LOGGER.info(
             f"distill: teacher {summary['teacher']} ({count_params(teacher):,} "
             f"params), terms {', '.join(self.criterion.names)}, schedule {self.config.schedule}, "
-            f"{n_connector:,} connector params (trained, not saved)"
+            f"{n_connector:,} connector params (trained; kept in last.pt for resuming, never in the student)"
         )
+
+    def state(self) -> dict:
+        """Connector (and loss-owned module) weights and their optimizer state."""
+        return {"modules": self.criterion.trainable_modules().state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+
+    def save_state(self, trainer) -> None:
+        if self.criterion is not None:
+            trainer.training_state[STATE] = self.state()
+
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state` of the interrupted run."""
+        try:
+            self.criterion.trainable_modules().load_state_dict(state["modules"])
+        except RuntimeError:
+            raise UserError("the run's saved distillation connectors do not fit the current settings — resume "
+                            "without changing --teacher, --feature or the layers") from None
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
 
     def start_epoch(self, trainer) -> None:
         self._batch_in_epoch = 0

@@ -23,6 +23,7 @@ from torch import nn
 from yoloslim.errors import UserError
 
 META_ATTR = "yoloslim"
+IMPORTED_KEY = "yoloslim_imported_from"  # set on dicts imported from original YOLOv5 files, never saved
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -47,19 +48,25 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint dict, turning every way it can be broken into one clear line."""
-    from ultralytics.utils.patches import torch_load
+def read_checkpoint(path: str | Path, trusted: bool | None = None) -> dict:
+    """Load a checkpoint dict without running code from it, turning every way it can fail into one clear line.
 
-    from yoloslim.models.yolov5.importer import import_checkpoint, is_original_checkpoint
+    Names outside the allowlist (:mod:`yoloslim.engine.safe_load`) are refused unless ``trusted`` (None:
+    whether ``--trust-checkpoint`` was given). Checkpoints of the original YOLOv5 repo are imported.
+    """
+    from yoloslim.engine.safe_load import OriginalYOLOv5Checkpoint, RefusedGlobal, load_torch_file
+    from yoloslim.models.yolov5.importer import import_checkpoint
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {str(path)!r} — check the path or train a model first")
-    if is_original_checkpoint(path):  # written by the original YOLOv5 repo, which ultralytics refuses to unpickle
-        return import_checkpoint(path)
     try:
-        ckpt = torch_load(path, map_location="cpu")
+        ckpt = load_torch_file(path, trusted=trusted)
+    except OriginalYOLOv5Checkpoint:  # written by the original YOLOv5 repo: its classes exist nowhere here
+        return import_checkpoint(path, trusted=trusted)
+    except RefusedGlobal as e:
+        raise UserError(f"refused to load {path}: {e}, so the file may be unsafe — nothing from it was run; "
+                        f"if you trust it, pass --trust-checkpoint to load it anyway") from None
     except ModuleNotFoundError as e:
         raise UserError(
             f"{path} was saved with module {e.name!r}, which is not installed — install the package that "
@@ -74,6 +81,11 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(model, nn.Module):
         raise UserError(f"{path} holds no model (expected a dict with 'model' or 'ema') — pass a detector checkpoint")
     return ckpt
+
+
+def is_imported(ckpt: dict) -> bool:
+    """Whether ``read_checkpoint`` imported this from a file of the original YOLOv5 repo (no ultralytics file)."""
+    return bool(ckpt.get(IMPORTED_KEY))
 
 
 def checkpoint_module(ckpt: dict) -> nn.Module:

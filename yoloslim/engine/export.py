@@ -36,36 +36,33 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def _as_checkpoint(model: str | Path | nn.Module, workdir: Path) -> Path:
-    """A checkpoint ultralytics' exporter can load: modules and original YOLOv5 files are saved as ours first."""
-    from yoloslim.models.yolov5.importer import is_original_checkpoint
+def _stage_checkpoint(model: str | Path | nn.Module, folder: Path) -> Path:
+    """Our own copy of the model for ultralytics' exporter, which loads its input with its unrestricted loader:
+    it only ever reads a file that yoloslim wrote from a module read with the allowlisting unpickler (this
+    also turns original YOLOv5 files into ours)."""
+    from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
 
-    if isinstance(model, nn.Module) or is_original_checkpoint(model):
-        from yoloslim.engine.checkpoint import save_model_checkpoint
-        from yoloslim.models.load import load_module
-
-        return save_model_checkpoint(load_module(model), workdir / "model.pt")
-    return Path(model)
+    base = None if isinstance(model, nn.Module) else read_checkpoint(model)
+    module = model if base is None else checkpoint_module(base)
+    folder.mkdir()
+    return save_model_checkpoint(module, folder / "model.pt", base=base)
 
 
 def export_onnx(model: str | Path | nn.Module, imgsz: int = 640, out: str | Path | None = None,
                 check: bool = True, opset: int | None = None, batch: int = 1) -> ExportResult:
-    """Export to ONNX (fp32, static ``batch`` × 3 × imgsz × imgsz); compare with PyTorch when ``check``.
+    """Export to ONNX (fp32, static ``batch`` × 3 × imgsz × imgsz, simplified by onnxslim as ultralytics does);
+    compare with PyTorch when ``check``.
 
     ``out`` defaults to the checkpoint's path with ``.onnx``; the file appears only when complete.
     """
     from yoloslim.models.load import load_model
 
     with tempfile.TemporaryDirectory(prefix="yoloslim-export-") as tmp:
-        tmp = Path(tmp)
-        ckpt = _as_checkpoint(model, tmp)
-        staged = tmp / "stage" / "model.pt"
-        staged.parent.mkdir()
-        shutil.copyfile(ckpt, staged)
+        staged = _stage_checkpoint(model, Path(tmp) / "stage")
         wrapper = load_model(str(staged))
         try:
             with _quiet_exporter():
-                onnx_file = Path(wrapper.export(format="onnx", imgsz=imgsz, batch=batch, simplify=False,
+                onnx_file = Path(wrapper.export(format="onnx", imgsz=imgsz, batch=batch, simplify=True,
                                                 dynamic=False, opset=opset, verbose=False))
         except Exception as e:
             raise UserError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]} — "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -10,7 +11,8 @@ from torch import nn
 
 from yoloslim.data.checks import check_data_yaml
 from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
-from yoloslim.engine.trainer import trainer_class
+from yoloslim.engine.device import resolve_device
+from yoloslim.engine.trainer import head_nc, trainer_class
 from yoloslim.errors import UserError
 
 Callback = tuple[str, Callable[[Any], None]]
@@ -31,11 +33,11 @@ def run_dir(project: str | Path | None, default: str) -> str:
 
 def train(
     model: str | nn.Module,
-    data: str | Path,
-    epochs: int = 100,
-    imgsz: int = 640,
-    batch: int = 16,
-    device: str = "cpu",
+    data: str | Path | None = None,
+    epochs: int | None = None,
+    imgsz: int | None = None,
+    batch: int | None = None,
+    device: str | None = None,
     project: str | Path | None = None,
     name: str = "train",
     callbacks: Iterable[Callback] = (),
@@ -45,40 +47,44 @@ def train(
     """Train ``model`` (yaml name, checkpoint path, or in-memory module) on a YOLO dataset.
 
     A checkpoint or module is trained as it is — its architecture is never rebuilt — so the
-    same call finetunes a pruned model. ``callbacks`` are ``(event, fn)`` pairs.
+    same call finetunes a pruned model. ``callbacks`` are ``(event, fn)`` pairs. Settings left at
+    None take ultralytics' defaults (``device``: the first GPU if any, else the CPU).
+    ``resume`` (a run's last.pt) continues that run with its own settings, dataset included; only the
+    settings passed here override them, and only those a resumed run can change.
+    Every check runs before the run folder is made, and a run that fails before its first epoch ends
+    leaves no folder behind.
     """
-    if epochs < 1:
+    given = {k: v for k, v in dict(epochs=epochs, imgsz=imgsz, batch=batch, device=device).items() if v is not None}
+    if given.get("epochs", 1) < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
-    resume_path = _resume_checkpoint(resume)
-    data_yaml = check_data_yaml(data)
-    if not resume_path and isinstance(model, (str, Path)) and str(model).endswith(".pt"):
-        # read once: the module both picks the trainer class and is what trains
-        model, spec = checkpoint_module(read_checkpoint(model)), str(model)
-    else:
-        spec = model if isinstance(model, (str, Path)) else "module.pt"
-    args = {
-        "model": resume_path or spec,
-        "data": str(data_yaml),
-        "epochs": epochs,
-        "imgsz": imgsz,
-        "batch": batch,
-        "device": device,
-        "project": run_dir(project, "train"),
-        "name": name,
-        "exist_ok": False,
-        "resume": resume_path or False,
-        **overrides,
-    }
+    resume_path, resume_ckpt = _resume_checkpoint(resume)
+    module, spec = _model_to_train(model, resume_ckpt)
+    data_given = data is not None
+    if not data_given and resume_ckpt is not None:
+        data = recorded_data(resume_ckpt)
+    if data is None:
+        raise UserError("--data is required — pass a YOLO data.yaml (`yoloslim synth` writes one)")
+    data_yaml = check_data_yaml(data, nc=head_nc(module) if module is not None else None)
     if resume_path:  # the run's own folder and settings come from its checkpoint
-        for key in ("project", "name", "exist_ok"):
-            args.pop(key)
-    cls = trainer_class(resume_path or model)
-    trainer = cls(overrides={k: str(v) if isinstance(v, Path) else v for k, v in args.items()})
-    for event, fn in callbacks:
-        trainer.add_callback(event, fn)
-    if isinstance(model, nn.Module) and not resume_path:
-        trainer.model = model
-    trainer.train()
+        args = {"model": resume_path, "resume": resume_path, **given, **overrides}
+        if data_given:
+            args["data"] = str(data_yaml)
+    else:
+        args = {"model": spec, "data": str(data_yaml), **given, "device": resolve_device(device),
+                "project": run_dir(project, "train"), "name": name, "exist_ok": False, "resume": False, **overrides}
+    cls = trainer_class(module if module is not None else model)
+    fresh_dir = None if resume_path else _new_run_dir(args)
+    try:
+        trainer = cls(overrides={k: str(v) if isinstance(v, Path) else v for k, v in args.items()})
+        for event, fn in callbacks:
+            trainer.add_callback(event, fn)
+        if module is not None and not resume_path:
+            trainer.model = module
+        trainer.train()
+    except BaseException:
+        if fresh_dir is not None:
+            _remove_if_untrained(fresh_dir)
+        raise
     return TrainResult(
         save_dir=Path(trainer.save_dir),
         best=Path(trainer.best),
@@ -87,17 +93,64 @@ def train(
     )
 
 
-def _resume_checkpoint(resume: bool | str) -> str | None:
+def _model_to_train(model: str | Path | nn.Module, resume_ckpt: dict | None) -> tuple[nn.Module | None, str]:
+    """The module to train (read once) and the name the run records; None for a yaml to build."""
+    if resume_ckpt is not None:
+        return checkpoint_module(resume_ckpt), ""
+    if isinstance(model, nn.Module):
+        return model, "module.pt"
+    if str(model).endswith(".pt"):
+        return checkpoint_module(read_checkpoint(model)), str(model)
+    return None, str(model)
+
+
+def recorded_data(ckpt: dict) -> str | None:
+    """The dataset a checkpoint was trained on, when it says and that file still exists."""
+    recorded = (ckpt.get("train_args") or {}).get("data")
+    return str(recorded) if recorded and Path(str(recorded)).is_file() else None
+
+
+def data_from_checkpoint(weights: str | Path | None, command: str) -> str:
+    """``--data`` when it was left out: the dataset the checkpoint was trained on, said in one line."""
+    from ultralytics.utils import LOGGER
+
+    if weights is None or not str(weights).endswith(".pt"):
+        raise UserError(f"{command} needs --data DATA_YAML (a YOLO data.yaml; `yoloslim synth` writes one)")
+    data = recorded_data(read_checkpoint(weights))
+    if data is None:
+        raise UserError(f"{command} needs --data DATA_YAML: {weights} records no dataset that still exists — pass "
+                        f"the data.yaml to use")
+    LOGGER.info(f"{command}: no --data given, using {data} (the dataset {Path(str(weights)).name} was trained on)")
+    return data
+
+
+def _new_run_dir(args: dict[str, Any]) -> Path | None:
+    """The folder ultralytics is about to create for a new run, or None when it exists already."""
+    from ultralytics.utils.files import increment_path
+
+    folder = increment_path(Path(args["project"]) / str(args["name"]), exist_ok=bool(args.get("exist_ok")))
+    return None if folder.exists() else folder
+
+
+def _remove_if_untrained(folder: Path) -> None:
+    """Remove a run folder that holds nothing trained yet (args.yaml, an empty weights/, label plots)."""
+    if folder.is_dir() and not (folder / "results.csv").exists() and not any(folder.rglob("*.pt")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _resume_checkpoint(resume: bool | str) -> tuple[str | None, dict | None]:
+    """The absolute path of the last.pt to resume and its contents (read once here)."""
     if not resume:
-        return None
+        return None, None
     if resume is True:
         raise UserError("--resume needs the path of the run's weights/last.pt")
     path = Path(resume)
     if not path.is_file():
         raise UserError(f"cannot resume: {resume!r} does not exist — pass the run's weights/last.pt")
-    from yoloslim.models.yolov5.importer import is_original_checkpoint
+    from yoloslim.engine.checkpoint import is_imported
 
-    if is_original_checkpoint(path):
+    ckpt = read_checkpoint(path)
+    if is_imported(ckpt):
         raise UserError(f"cannot resume {resume!r}: it was written by the original YOLOv5 repo, whose training state "
                         f"does not carry over — train from it instead (--model {resume})")
-    return str(path.resolve())
+    return str(path.resolve()), ckpt

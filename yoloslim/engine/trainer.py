@@ -6,7 +6,14 @@ subclasses use the pickled module as it is, save fp32 checkpoints atomically, ad
 ``on_before_optimizer_step``, fired after gradients are unscaled and before clipping, and let
 extensions add results.csv columns through ``trainer.extra_metrics``.
 Extensions (sparse training, distillation) are callback objects: ultralytics pickles callbacks
-into DDP workers, so their settings survive the re-spawn.
+into DDP workers, so their settings survive the re-spawn. Their training state (connectors, penalty
+state) goes into last.pt through the ``on_save_training_state`` event — they put it into
+``trainer.training_state`` — never into best.pt or the model, and a resumed run hands it back to them
+as ``trainer.resumed_state``.
+
+Resuming reads last.pt with yoloslim's allowlisting unpickler (ultralytics' own resume check would
+unpickle it unrestricted), keeps every setting of the run except those the caller passes and a
+resumed run can change, and leaves args.yaml as the run started it.
 """
 
 from __future__ import annotations
@@ -14,9 +21,13 @@ from __future__ import annotations
 import io
 from copy import deepcopy
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 from torch import nn
+from ultralytics.cfg import DEFAULT_CFG, DEFAULT_CFG_DICT, get_cfg
 from ultralytics.models.rtdetr.train import RTDETRTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import LOCAL_RANK, LOGGER, RANK, __version__
@@ -31,6 +42,13 @@ from yoloslim.engine.checkpoint import (
 from yoloslim.errors import UserError
 
 BEFORE_OPTIMIZER_STEP = "on_before_optimizer_step"
+SAVE_TRAINING_STATE = "on_save_training_state"
+TRAINING_STATE_KEY = "yoloslim_training_state"  # in last.pt only
+# What a resumed run may change (the settings ultralytics lets a resume change: memory, device, logging).
+RESUMABLE = frozenset({"imgsz", "batch", "device", "workers", "cache", "patience", "save_period", "plots", "val",
+                       "close_mosaic", "time", "freeze", "channels_last", "augmentations", "data"})
+RUN_IDENTITY = ("model", "resume")  # what the run was started from, kept in train_args through resumes
+ARGS_YAML_KEY = "yoloslim_args_yaml"  # args.yaml as first written, so a resume writes it back unchanged
 
 
 def head_nc(model: nn.Module) -> int | None:
@@ -43,17 +61,80 @@ class KeepModelMixin:
 
     clip_grad_norm: float | None = 10.0
     extra_metrics: dict[str, float] | None = None  # extensions' per-epoch columns for results.csv
+    train_only_losses: frozenset[str] = frozenset()  # loss items that validation cannot compute (distillation)
+
+    def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
+        self.run_identity: dict[str, Any] = {}
+        self.training_state: dict[str, Any] = {}
+        self.resumed_state: dict[str, Any] = {}
+        self.args_yaml: dict[str, Any] = {}
+        self._resume_ckpt: dict | None = None
+        self._resume_changes: dict[str, Any] = {}
+        super().__init__(cfg, overrides, _callbacks)
+        if RANK in {-1, 0}:
+            path = self.save_dir / "args.yaml"
+            if self.resume:  # ultralytics just rewrote it with last.pt as model and resume: put the run's back
+                first = (self._resume_ckpt or {}).get(ARGS_YAML_KEY) or self.recorded_args()
+                self.args_yaml = {**first, **self._resume_changes}
+                _write_yaml(path, self.args_yaml)
+            else:
+                self.args_yaml = yaml.safe_load(path.read_text()) or {}
+
+    def check_resume(self, overrides: dict) -> None:
+        """Continue the run in ``args.resume``: its own settings, except the ``overrides`` it can take."""
+        resume = self.args.resume
+        self.resume = bool(resume)
+        if not resume:
+            return
+        last = Path(str(resume))
+        self._resume_ckpt = read_checkpoint(last)
+        saved = dict(self._resume_ckpt.get("train_args") or {})
+        self.args = get_cfg({**DEFAULT_CFG_DICT, **saved})
+        changed = []
+        for key, value in overrides.items():
+            if key in RUN_IDENTITY or key == "save_dir":
+                continue
+            if key in RESUMABLE:
+                if value is not None and value != getattr(self.args, key, None):
+                    self._resume_changes[key] = value
+                    setattr(self.args, key, value)
+            elif value != getattr(self.args, key, None):
+                changed.append(f"{key} ({getattr(self.args, key, None)!r} -> {value!r})")
+        if changed:
+            raise UserError(f"cannot change {', '.join(changed)} when resuming {last} — a resumed run keeps its "
+                            f"settings (it may change only {', '.join(sorted(RESUMABLE))}); start a new run instead")
+        if not 0 <= self._resume_ckpt.get("epoch", -1) < self.args.epochs - 1:
+            raise UserError(f"{last} holds a finished run (or no training state), so there is nothing to resume — "
+                            f"train from it instead (--weights {last})")
+        self.run_identity = {key: saved.get(key, DEFAULT_CFG_DICT.get(key)) for key in RUN_IDENTITY}
+        self.args.model = self.args.resume = str(last)
+
+    def recorded_args(self) -> dict[str, Any]:
+        """The run's settings as args.yaml and the checkpoints record them: what it was started from, not last.pt."""
+        return {**vars(self.args), **self.run_identity}
 
     def save_metrics(self, metrics: dict) -> None:
         super().save_metrics({**metrics, **(self.extra_metrics or {})})
+
+    def label_loss_items(self, loss_items=None, prefix: str = "train"):
+        """As ultralytics, but validation has no columns for losses it cannot compute (no teacher there)."""
+        if prefix != "val" or not self.train_only_losses:
+            return super().label_loss_items(loss_items, prefix)
+        if loss_items is None:
+            return [f"{prefix}/{name}" for name in self.loss_names if name not in self.train_only_losses]
+        kept = {k: v for k, v in loss_items.items() if k not in self.train_only_losses}
+        return super().label_loss_items(kept, prefix)
 
     def setup_model(self):
         ckpt = None
         if not isinstance(self.model, nn.Module):
             if not str(self.model).endswith(".pt"):
                 return super().setup_model()
-            ckpt = read_checkpoint(self.model)  # resume, or a trainer built from a checkpoint path
+            # resume (read once, in check_resume), or a trainer built from a checkpoint path (DDP workers)
+            ckpt = self._resume_ckpt if self._resume_ckpt is not None else read_checkpoint(self.model)
+            self._resume_ckpt = None
             self.model = checkpoint_module(ckpt)
+        self.resumed_state = dict((ckpt or {}).get(TRAINING_STATE_KEY) or {}) if self.resume else {}
         for p in self.model.parameters():  # saved frozen; enabling here spares ultralytics' per-layer warnings
             p.requires_grad_(True)
         self._check_head_matches_data(self.model)
@@ -82,31 +163,30 @@ class KeepModelMixin:
         ema = deepcopy(self.ema.ema).float().to(memory_format=torch.contiguous_format)
         if hasattr(ema, "criterion"):
             ema.criterion = None
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "epoch": self.epoch,
-                "best_fitness": self.best_fitness,
-                "stopper": {"best_fitness": self.stopper.best_fitness, "best_epoch": self.stopper.best_epoch},
-                "model": None,
-                "ema": ema,
-                "updates": self.ema.updates,
-                "optimizer": deepcopy(self.optimizer.state_dict()),
-                "scaler": self.scaler.state_dict(),
-                "train_args": vars(self.args),
-                "train_metrics": {**(self.metrics or {}), "fitness": self.fitness},
-                "train_results": self.read_results_csv(),
-                "date": datetime.now(timezone.utc).isoformat(),
-                "version": __version__,
-            },
-            buffer,
-        )
-        data = buffer.getvalue()
-        atomic_write_bytes(self.last, data)
-        if self.best_fitness == self.fitness:
-            atomic_write_bytes(self.best, data)
+        self.training_state = {}
+        self.run_callbacks(SAVE_TRAINING_STATE)
+        ckpt = {
+            "epoch": self.epoch,
+            "best_fitness": self.best_fitness,
+            "stopper": {"best_fitness": self.stopper.best_fitness, "best_epoch": self.stopper.best_epoch},
+            "model": None,
+            "ema": ema,
+            "updates": self.ema.updates,
+            "optimizer": deepcopy(self.optimizer.state_dict()),
+            "scaler": self.scaler.state_dict(),
+            "train_args": self.recorded_args(),
+            "train_metrics": {**(self.metrics or {}), "fitness": self.fitness},
+            "train_results": self.read_results_csv(),
+            "date": datetime.now(timezone.utc).isoformat(),
+            "version": __version__,
+            ARGS_YAML_KEY: self.args_yaml,
+        }
+        last = _serialize({**ckpt, TRAINING_STATE_KEY: self.training_state} if self.training_state else ckpt)
+        atomic_write_bytes(self.last, last)
+        if self.best_fitness == self.fitness:  # best.pt holds the detector, never the extensions' state
+            atomic_write_bytes(self.best, _serialize(ckpt) if self.training_state else last)
         if self.save_period > 0 and self.epoch % self.save_period == 0:
-            atomic_write_bytes(self.wdir / f"epoch{self.epoch}.pt", data)
+            atomic_write_bytes(self.wdir / f"epoch{self.epoch}.pt", last)
         return True
 
     def final_eval(self) -> None:
@@ -132,6 +212,19 @@ class KeepModelMixin:
             self.epoch += 1
             self.run_callbacks("on_fit_epoch_end")
             self.epoch -= 1
+
+
+def _serialize(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    """args.yaml as ultralytics writes it (values it cannot represent as text), but atomically."""
+    plain = {k: list(v) if isinstance(v, tuple) else v if isinstance(v, (int, float, str, bool, list, dict, type(None)))
+             else str(v) for k, v in data.items()}
+    atomic_write_bytes(path, yaml.dump(plain, sort_keys=False, allow_unicode=True, Dumper=yaml.SafeDumper).encode())
 
 
 class SlimDetectionTrainer(KeepModelMixin, DetectionTrainer):

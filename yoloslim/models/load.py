@@ -72,17 +72,20 @@ def build_from_yaml(target: str, nc: int | None = None, verbose: bool = False) -
 
 
 def load_model(spec: str, verbose: bool = False):
-    """An ultralytics ``YOLO``/``RTDETR`` object for a yaml name or a local path."""
+    """An ultralytics ``YOLO``/``RTDETR`` object for a yaml name or a local path.
+
+    A checkpoint is first read with the allowlisting unpickler, so ultralytics' own (unrestricted) load
+    that follows only ever sees a file that holds nothing but allowed names.
+    """
     target, is_ckpt = resolve_spec(spec)
     if is_ckpt:
-        from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
-        from yoloslim.models.yolov5.importer import is_original_checkpoint
+        from yoloslim.engine.checkpoint import checkpoint_module, is_imported, read_checkpoint
 
-        if is_original_checkpoint(target):
+        ckpt = read_checkpoint(target)
+        if is_imported(ckpt):
             raise UserError(f"{spec} was written by the original YOLOv5 repo, which ultralytics' YOLO cannot load — "
                             f"convert it once with `yoloslim import --weights {spec} --out model.pt`")
-        module = checkpoint_module(read_checkpoint(target))
-        rtdetr = is_rtdetr_module(module)
+        rtdetr = is_rtdetr_module(checkpoint_module(ckpt))
     elif is_anchor_cfg(target):
         from yoloslim.models.yolov5.wrapper import AnchorYOLOv5
 
@@ -95,15 +98,31 @@ def load_model(spec: str, verbose: bool = False):
         raise UserError(f"ultralytics could not build {spec!r}: {e} — check the yaml") from None
 
 
+def module_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The checkpoint's fp32 model in eval mode, with the attributes ultralytics' loader gives a loaded model
+    (``args`` merged over its defaults, ``task``, a ``stride``), without reading the file a second time."""
+    import torch
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.nn.tasks import guess_model_task
+
+    from yoloslim.engine.checkpoint import checkpoint_module
+
+    module = checkpoint_module(ckpt)
+    saved = module.args if isinstance(getattr(module, "args", None), dict) else {}
+    module.args = {**DEFAULT_CFG_DICT, **saved, **(ckpt.get("train_args") or {})}
+    module.task = getattr(module, "task", None) or guess_model_task(module)
+    if not hasattr(module, "stride"):
+        module.stride = torch.tensor([32.0])
+    return module.eval()
+
+
 def load_module(spec: str | nn.Module) -> nn.Module:
-    """The bare detection ``nn.Module`` (fp32, eval) behind a spec."""
+    """The bare detection ``nn.Module`` (fp32, eval) behind a spec; checkpoints are read once, safely."""
     if isinstance(spec, nn.Module):
         return spec
-    from yoloslim.models.yolov5.importer import is_original_checkpoint
-
     target, is_ckpt = resolve_spec(spec)
-    if is_ckpt and is_original_checkpoint(target):
-        from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
+    if is_ckpt:
+        from yoloslim.engine.checkpoint import read_checkpoint
 
-        return checkpoint_module(read_checkpoint(target)).eval()
+        return module_from_checkpoint(read_checkpoint(target))
     return load_model(spec).model.float().eval()

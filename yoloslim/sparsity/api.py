@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from torch import nn
 
 from yoloslim.errors import UserError
 
+Callback = tuple[str, Callable[[Any], None]]
 TRACE_IMGSZ = 64  # channel dependencies do not depend on resolution; tracing small is fast
 
 
@@ -46,30 +47,34 @@ def build_module(spec: str | nn.Module, data_yaml: Path) -> nn.Module:
 
 def sparse_train(
     model: str | nn.Module,
-    data: str | Path,
+    data: str | Path | None,
     sr: float = 1e-2,
     method: str = "slim",
     schedule: str = "linear",
     penalize_coupled: bool = False,
     clip: float | None = None,
-    epochs: int = 100,
-    imgsz: int = 640,
+    epochs: int | None = None,
+    imgsz: int | None = None,
     project: str | Path | None = None,
     name: str = "sparse",
     resume: str | bool = False,
+    callbacks: Iterable[Callback] = (),
     **overrides: Any,
 ):
     """Sparse-train ``model`` (yaml, checkpoint or module) and return the run's ``TrainResult``.
 
     ``clip`` is the gradient-clipping max norm (None: no clipping, the default for sparse
     training, since clipping would also shrink the penalty). ``overrides`` go to ultralytics
-    (batch, device, workers, seed, amp, ...). ``resume`` continues from a run's last.pt.
+    (batch, device, workers, seed, amp, ...); settings left at None take ultralytics' defaults.
+    ``resume`` continues from a run's last.pt (its dataset too when ``data`` is None), penalty state
+    included. ``callbacks`` are extra ``(event, fn)`` pairs.
     """
+    from ultralytics.cfg import DEFAULT_CFG_DICT
     from ultralytics.utils import LOGGER
 
     from yoloslim.data.checks import check_data_yaml
-    from yoloslim.engine.checkpoint import record_meta
-    from yoloslim.engine.train import run_dir, train
+    from yoloslim.engine.checkpoint import read_checkpoint, record_meta
+    from yoloslim.engine.train import recorded_data, run_dir, train
     from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
     from yoloslim.sparsity.callback import SparseTraining
     from yoloslim.sparsity.penalties import check_method, make_penalty
@@ -81,8 +86,12 @@ def sparse_train(
     check_schedule(schedule)
     if clip is not None and not clip > 0:
         raise UserError(f"--clip must be a positive max gradient norm, got {clip}")
-    data_yaml = check_data_yaml(data)
-    module = build_module(resume if resume and resume is not True else model, data_yaml)
+    resuming = bool(resume) and resume is not True
+    dataset = data if data is not None else recorded_data(read_checkpoint(resume)) if resuming else None
+    if dataset is None:
+        raise UserError("--data is required — pass a YOLO data.yaml (`yoloslim synth` writes one)")
+    data_yaml = check_data_yaml(dataset)
+    module = build_module(resume if resuming else model, data_yaml)
     if not has_batchnorm(module):
         raise UserError("the model has no BatchNorm layers, so there is no γ to make sparse — "
                         "use a model with BN (e.g. yolov8n.yaml) or prune it without sparse training")
@@ -90,8 +99,10 @@ def sparse_train(
     selection = select_bns(module, build_dependency_graph(prunable), prunable.ignored_layers, penalize_coupled)
     LOGGER.info(f"yoloslim sparse ({method}, sr={sr:g}, {schedule}): {selection.describe()}")
     penalty = make_penalty(method, selection)
-    record_meta(module, sparse={"method": method, "sr": sr, "schedule": schedule, "epochs": epochs,
+    record_meta(module, sparse={"method": method, "sr": sr, "schedule": schedule,
+                                "epochs": epochs or DEFAULT_CFG_DICT["epochs"],
                                 "penalize_coupled": penalize_coupled, "penalized": list(selection.penalized)})
     extension = SparseTraining(penalty, sr=sr, schedule=schedule, clip=clip)
-    return train(module, data_yaml, epochs=epochs, imgsz=imgsz, project=run_dir(project, "sparse"), name=name,
-                 callbacks=extension.events(), resume=resume, **overrides)
+    return train(module, data_yaml if data is not None else None, epochs=epochs, imgsz=imgsz,
+                 project=run_dir(project, "sparse"), name=name, callbacks=[*callbacks, *extension.events()],
+                 resume=resume, **overrides)

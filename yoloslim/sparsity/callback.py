@@ -6,6 +6,8 @@ selected BNs) reach every rank. The penalty itself runs on yoloslim's
 ``on_before_optimizer_step`` event — after ``scaler.unscale_()``, before clipping, once per
 optimizer step — so it acts on true gradients whatever the loss scale or accumulation, and under
 DDP every rank adds the same penalty to the same all-reduced gradients.
+Its state (the penalty's own, e.g. group_reg's growth, the step count and the γ history) is saved in
+last.pt and restored when the run resumes, so a resumed run continues the penalty and the plot.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, KeepModelMixin
+from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, SAVE_TRAINING_STATE, KeepModelMixin
+from yoloslim.errors import UserError
 from yoloslim.sparsity.optimizer_advice import sparse_optimizer_warning
 from yoloslim.sparsity.penalties import Penalty
 from yoloslim.sparsity.plots import plot_gamma_history
@@ -25,6 +29,7 @@ from yoloslim.sparsity.schedule import check_schedule, sr_at
 from yoloslim.sparsity.stats import abs_gammas, describe_stats, gamma_stats
 
 PLOT_NAME = "bn_gamma.png"
+STATE = "sparse"  # key in last.pt's training state
 
 
 class SparseTraining:
@@ -47,6 +52,7 @@ class SparseTraining:
             (BEFORE_OPTIMIZER_STEP, self),
             ("on_train_epoch_end", self.on_train_epoch_end),
             ("on_fit_epoch_end", self.on_fit_epoch_end),
+            (SAVE_TRAINING_STATE, self.save_state),
         ]
 
     def on_train_start(self, trainer) -> None:
@@ -56,9 +62,28 @@ class SparseTraining:
                             f"got {type(trainer).__name__}")
         trainer.clip_grad_norm = self.clip
         self.penalty.bind(trainer.model)
+        saved = (getattr(trainer, "resumed_state", None) or {}).get(STATE)
+        if saved:
+            self.load_state(saved)
         warning = sparse_optimizer_warning(trainer)
         if warning and RANK in {-1, 0}:
             LOGGER.warning(warning)
+
+    def state(self) -> dict[str, Any]:
+        return {"method": self.penalty.name, "steps": self.steps, "penalty": self.penalty.state_dict(),
+                "history": [(epoch, torch.from_numpy(values)) for epoch, values in self.history]}
+
+    def save_state(self, trainer) -> None:
+        trainer.training_state[STATE] = self.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` of the interrupted run (after the penalty is bound)."""
+        if state["method"] != self.penalty.name:
+            raise UserError(f"the run was sparse-trained with --method {state['method']}, not {self.penalty.name} "
+                            f"— resume it without changing --method")
+        self.penalty.load_state_dict(state["penalty"])
+        self.steps = int(state["steps"])
+        self.history = [(int(epoch), values.numpy()) for epoch, values in state["history"]]
 
     def on_train_epoch_start(self, trainer) -> None:
         self._batches = 0

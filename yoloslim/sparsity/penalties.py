@@ -65,6 +65,13 @@ class Penalty:
     def on_epoch_end(self) -> None:
         """Hook for penalties with state that evolves per epoch."""
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue the penalty where it stopped (tensors on the CPU)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` of an interrupted run; call after :meth:`bind`."""
+
     def _add_gradient(self, sr: float) -> None:
         raise NotImplementedError
 
@@ -203,6 +210,18 @@ class GrowingRegPenalty(_GroupPenalty):
     def on_epoch_end(self) -> None:
         for (group, members, weights), growth in zip(self._groups(), self._growth):
             growth.add_(_unimportance(self._channel_norms(group, members, weights)))
+
+    def state_dict(self) -> dict:
+        return {"growth": [g.detach().cpu().clone() for g in self._growth]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        saved = list(state.get("growth") or [])
+        if [tuple(g.shape) for g in saved] != [tuple(g.shape) for g in self._growth]:
+            raise UserError("the saved group_reg growth state does not fit this model's channel groups — resume "
+                            "the run with the model and --penalize-coupled setting it was started with")
+        for growth, value in zip(self._growth, saved):
+            growth.copy_(value)
 
 
 METHODS: dict[str, type[Penalty]] = {

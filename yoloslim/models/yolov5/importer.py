@@ -1,12 +1,11 @@
 """Read checkpoints written by the original YOLOv5 repo's train.py (v6.0-v7.0) without running code from them.
 
-Such a file pickles the whole model under ``models.yolo``/``models.common`` classes, which ultralytics refuses
-on purpose. Unpickling here resolves every class or function the file names through an allowlist: the
-original's model classes and torch's layer classes become inert placeholders that only record the state
-the pickle hands them, tensors are rebuilt by torch's own rebuild functions, and a few plain-data types
-(OrderedDict, set, numpy arrays and scalars, paths) are allowed because files that still hold training
-state use them. Any other name — ``os.system`` in a crafted file, or a block from a modified fork — stops
-the load before anything is called.
+Such a file pickles the whole model under ``models.yolo``/``models.common`` classes, which exist in no installed
+package. It is read with yoloslim's allowlisting unpickler (:mod:`yoloslim.engine.safe_load`: tensors and numpy
+values through their rebuild functions, plain containers and paths, nothing else callable) with one layer on
+top: the original's model classes and torch's layer classes become inert placeholders that only record the
+state the pickle hands them. Any other name — ``os.system`` in a crafted file, or a block from a modified
+fork — stops the load before anything is called.
 
 From the placeholders we take ``yaml`` (the full model dict), ``names``, ``nc`` and the weights (``ema``
 when the file has one, else ``model``), build our model from the dict, check that both have the same
@@ -15,17 +14,20 @@ layers, and load the weights strictly.
 
 from __future__ import annotations
 
-import collections
-import pathlib
 import pickle
-import types
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from yoloslim.engine.safe_load import (
+    ORIGINAL_YOLOV5_PACKAGE,
+    CheckpointUnpickler,
+    RefusedGlobal,
+    load_torch_file,
+    trusted_by_default,
+)
 from yoloslim.errors import UserError
 from yoloslim.models.yolov5.model import YOLOv5DetectionModel
 
@@ -36,40 +38,6 @@ TORCH_LAYERS = "torch.nn.modules."
 OUR_NAME_FOR = {"Detect": "AnchorDetect"}  # original class name -> ours, where they differ
 BUFFER_RENAMES = {"anchors": "anchor_wh"}  # Detect buffer names, original -> ours (see head.py)
 SHOWN = 3  # how many differences an error message lists
-
-
-class RefusedGlobal(pickle.UnpicklingError):
-    """The file names something outside the allowlist; ``str()`` is the one-line reason."""
-
-
-def _latin1(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` as numpy pickles use it (array bytes as latin-1 text), and nothing else."""
-    if encoding not in {"latin1", "latin-1"}:
-        raise RefusedGlobal(f"its pickle calls _codecs.encode with encoding {encoding!r} — refused")
-    return text.encode("latin1")
-
-
-def _numpy_core() -> types.ModuleType:
-    return getattr(np, "_core", None) or np.core
-
-
-ALLOWED = {
-    "collections.OrderedDict": collections.OrderedDict,
-    "builtins.set": set,
-    "__builtin__.set": set,
-    "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-    "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
-    "torch._utils._rebuild_parameter_with_state": torch._utils._rebuild_parameter_with_state,
-    "numpy.ndarray": np.ndarray,
-    "numpy.dtype": np.dtype,
-    "numpy._core.multiarray._reconstruct": _numpy_core().multiarray._reconstruct,
-    "numpy.core.multiarray._reconstruct": _numpy_core().multiarray._reconstruct,
-    "numpy._core.multiarray.scalar": _numpy_core().multiarray.scalar,
-    "numpy.core.multiarray.scalar": _numpy_core().multiarray.scalar,
-    "_codecs.encode": _latin1,
-    **{f"{module}.{cls}": pathlib.PurePosixPath if cls == "PosixPath" else pathlib.PureWindowsPath
-       for module in ("pathlib", "pathlib._local") for cls in ("PosixPath", "WindowsPath")},
-}
 
 
 class Pickled:
@@ -94,27 +62,22 @@ def _placeholder(full_name: str) -> type[Pickled]:
     return _PLACEHOLDERS[full_name]
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(CheckpointUnpickler):
+    """yoloslim's allowlisting unpickler with the original's layers and torch's layers as placeholders."""
+
     def find_class(self, module: str, name: str):
         full = f"{module}.{name}"
-        if full in ALLOWED:
-            return ALLOWED[full]
         if full in ORIGINAL_CLASSES or module.startswith(TORCH_LAYERS):
             return _placeholder(full)
-        if module.split(".")[0] == "models":
-            raise RefusedGlobal(f"it uses the class {full}, which the yolov5 family does not know (a modified "
-                                f"fork?) — only v6.0-v7.0 layers (Conv, C3, Bottleneck, SPPF, Concat, Detect) "
-                                f"can be imported")
-        raise RefusedGlobal(f"its pickle references {full}, which no YOLOv5 checkpoint needs — refused without "
-                            f"running anything from the file")
+        if module.split(".")[0] == ORIGINAL_YOLOV5_PACKAGE:
+            raise RefusedGlobal(full, f"it uses the class {full}, which the yolov5 family does not know (a "
+                                      f"modified fork?) — only v6.0-v7.0 layers (Conv, C3, Bottleneck, SPPF, "
+                                      f"Concat, Detect) can be imported")
+        return super().find_class(module, name)
 
 
-def _restricted_pickle_module() -> types.ModuleType:
-    """What ``torch.load(pickle_module=...)`` needs: an ``Unpickler`` class and ``load``."""
-    module = types.ModuleType("yoloslim_restricted_pickle")
-    module.Unpickler = RestrictedUnpickler
-    module.load = lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load()
-    return module
+class TrustedRestrictedUnpickler(RestrictedUnpickler):
+    trusted = True
 
 
 def is_original_checkpoint(path: str | Path) -> bool:
@@ -123,15 +86,20 @@ def is_original_checkpoint(path: str | Path) -> bool:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (ValueError, RuntimeError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError):
         return False
-    return any(n.split(".")[0] == "models" for n in names)
+    return any(n.split(".")[0] == ORIGINAL_YOLOV5_PACKAGE for n in names)
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path, trusted: bool | None) -> dict:
+    unpickler = TrustedRestrictedUnpickler if (trusted_by_default() if trusted is None else trusted) \
+        else RestrictedUnpickler
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module())
+        raw = load_torch_file(path, unpickler=unpickler)
     except RefusedGlobal as e:
-        raise UserError(f"{path} was not loaded: {e}") from None
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        if e.name.split(".")[0] == ORIGINAL_YOLOV5_PACKAGE:
+            raise UserError(f"{path} was not imported: {e}") from None
+        raise UserError(f"refused to import {path}: {e}, so the file may be unsafe — nothing from it was run; if you "
+                        f"trust it, pass --trust-checkpoint to load it anyway") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, ImportError) as e:
         raise UserError(f"{path} is not a readable YOLOv5 checkpoint ({type(e).__name__}) — pass a best.pt/last.pt "
                         f"written by the YOLOv5 repo's train.py") from None
     if not isinstance(raw, dict):
@@ -210,14 +178,18 @@ def _class_names(names, nc: int, path: Path) -> dict[int, str]:
     return {int(k): str(v) for k, v in table.items()}
 
 
-def import_checkpoint(path: str | Path) -> dict:
-    """A yoloslim checkpoint dict (``model`` = our fp32 module, ``ema`` None) from an original YOLOv5 file."""
-    from yoloslim.engine.checkpoint import record_meta
+def import_checkpoint(path: str | Path, trusted: bool | None = None) -> dict:
+    """A yoloslim checkpoint dict (``model`` = our fp32 module, ``ema`` None) from an original YOLOv5 file.
+
+    ``trusted`` lets names outside the allowlist resolve normally (``--trust-checkpoint``); the original's
+    own classes are placeholders either way, since no installed package defines them.
+    """
+    from yoloslim.engine.checkpoint import IMPORTED_KEY, record_meta
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {str(path)!r} — check the path")
-    raw = _read(path)
+    raw = _read(path, trusted)
     source, key = _source_model(raw, path)
     cfg = source.state["yaml"]
     nc = int(source.state.get("nc") or cfg.get("nc") or 0)
@@ -228,4 +200,4 @@ def import_checkpoint(path: str | Path) -> dict:
     model.eval()
     record_meta(model, imported={"source": str(path.resolve()), "class": source.source, "weights": key,
                                  "epoch": raw.get("epoch"), "date": raw.get("date")})
-    return {"model": model, "ema": None}
+    return {"model": model, "ema": None, IMPORTED_KEY: str(path.resolve())}
