@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -220,19 +218,3 @@ def plot(rows: list[dict[str, Any]], baseline: dict[str, Any], path: Path, title
     fig.savefig(staged, dpi=120)
     plt.close(fig)
     os.replace(staged, path)
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-    import torch
-    import torch_pruning
-    import ultralytics
-
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
-    except (OSError, subprocess.CalledProcessError):
-        cpu = platform.processor() or "?"
-    return {"nproc": os.cpu_count(), "cpu": cpu, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
-            "torch_pruning": torch_pruning.__version__, "onnxruntime": onnxruntime.__version__}

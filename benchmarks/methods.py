@@ -36,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _methods_lib import (ALL_METHODS, DEFAULT_MODEL, Plan, StepCache, latencies, latency_table,  # noqa: E402
-                          machine, plot, sparse_vs_normal_table, stages_table, tool_table, write_json)
+                          plot, sparse_vs_normal_table, stages_table, tool_table, write_json)
+from yoloslim.report.machine import machine_info  # noqa: E402
 
 DISTILL_TERMS = {"logit": "l2", "feature": "cwd"}
 CLASSIC_ROUND_UP = 8
@@ -318,7 +319,7 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
         f"baseline continued {plan.sparse_epochs} epochs with the slim penalty (sr {plan.sr:g}) or without "
         f"(sr 0), mAP50 / mAP50-95:\n\n" + sparse_vs_normal_table(result["sparse_vs_normal"]),
     ])
-    meta = {"command": command, "plan": asdict(plan), "machine": machine(),
+    meta = {"command": command, "plan": asdict(plan), "machine": machine_info(),
             "wall_seconds_this_invocation": round(wall, 1), "step_seconds": step_seconds,
             "compute_seconds": round(sum(step_seconds.values()), 1),
             "date": time.strftime("%Y-%m-%d"), "best_method": result["best_method"]}

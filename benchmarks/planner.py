@@ -12,7 +12,6 @@ with MACs re-counted at full ``--imgsz`` after each step until the target is met
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -52,23 +51,9 @@ def naive(model_spec: str, imgsz: int, target: float, steps: int, max_seconds: f
     return time.perf_counter() - started, speed_up, step
 
 
-def machine() -> str:
-    import os
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
-
-
 def main() -> None:
     import yoloslim  # noqa: F401  (offline setup before ultralytics)
+    from yoloslim.report.machine import describe_machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="yolov8n.yaml")
@@ -82,7 +67,7 @@ def main() -> None:
 
     runs = [ours(args.model, args.imgsz, args.speed_up) for _ in range(args.repeats)]
     seconds = [s for s, _ in runs]
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"ours: {args.model} at {args.imgsz} px to {args.speed_up}x: median {statistics.median(seconds):.2f} s "
           f"(runs: {', '.join(f'{s:.2f}' for s in seconds)}), reached {runs[0][1]:.3f}x")
     if args.naive:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +23,7 @@ import yoloslim  # noqa: F401  (configures ultralytics before it is imported)
 from yoloslim.data import generate_dataset
 from yoloslim.engine.checkpoint import atomic_write_bytes
 from yoloslim.engine.train import train
+from yoloslim.report.machine import machine_info
 from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
 from yoloslim.sparsity.api import TRACE_IMGSZ, build_module
 from yoloslim.sparsity.callback import SparseTraining
@@ -60,16 +59,6 @@ class IterationTimer:
         self.times.append(time.perf_counter() - self._start)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def measure(method: str, data: Path, args: argparse.Namespace, workdir: Path) -> dict:
     module = build_module(args.model, data)
     prunable = prepare_for_pruning(module, imgsz=TRACE_IMGSZ)
@@ -103,8 +92,7 @@ def main() -> None:
         data = generate_dataset("shapes", Path(tmp) / "data", n_train=args.batch * args.iters, n_val=4,
                                 imgsz=args.imgsz, show_progress=False)
         results = [measure(m, data, args, Path(tmp) / "runs") for m in args.methods]
-    machine = {"nproc": os.cpu_count(), "cpu": cpu_name(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-               "model": args.model, "imgsz": args.imgsz, "batch": args.batch}
+    machine = {**machine_info(), "model": args.model, "imgsz": args.imgsz, "batch": args.batch}
     print(json.dumps({"machine": machine, "results": results}, indent=2))
     print("\n| method | penalized BNs | iterations | normal ms/iter | sparse ms/iter | overhead (medians) "
           "| overhead (paired) | penalty ms/step | penalty / normal iter |")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
@@ -31,6 +29,7 @@ import yoloslim  # noqa: F401  (configures ultralytics before it is imported)
 from yoloslim.engine.checkpoint import atomic_write_bytes
 from yoloslim.engine.export import export_onnx
 from yoloslim.prune.classic import slim_prune_model
+from yoloslim.report.machine import machine_info
 from yoloslim.report.metrics import onnx_latency_ms
 
 
@@ -84,18 +83,6 @@ def time_alternately(files: dict[str, Path], imgsz: int, rounds: int, runs: int,
                       "max_ms": round(max(v), 2)} for name, v in per_round.items()},
             "paired_ratio_median": round(statistics.median(ratios), 3),
             "paired_ratio_min": round(min(ratios), 3), "paired_ratio_max": round(max(ratios), 3)}
-
-
-def machine_info() -> dict:
-    import onnxruntime
-    import torch_pruning
-    import ultralytics
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu": cpu, "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-            "ultralytics": ultralytics.__version__, "torch_pruning": torch_pruning.__version__}
 
 
 def main() -> None:
