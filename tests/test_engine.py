@@ -56,3 +56,17 @@ def test_script_equals_command(trained_yolov8n, tmp_path):
                           "--no-latency", "--json"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["params"] > 0
+
+
+def test_training_flushes_denormals_and_restores_the_default(shapes_data, tmp_path):
+    """Denormal values make CPU kernels several times slower; during training they are read as zero."""
+    import torch
+
+    from yoloslim.engine.train import train
+
+    tiny = torch.full((4,), 1e-20)  # tiny * tiny is 1e-40, a denormal float32
+    seen = []
+    train("yolov8n.yaml", shapes_data, epochs=1, imgsz=32, batch=8, project=tmp_path, name="r", plots=False,
+          val=False, callbacks=[("on_train_batch_end", lambda _: seen.append(bool((tiny * tiny).any())))])
+    assert seen and not any(seen)
+    assert (tiny * tiny).all()
