@@ -104,7 +104,10 @@ def markdown(rows: list[dict], args) -> str:
         "\"prediction layers\": the convs whose output channels are the model's output format (box/DFL and "
         "class convs of every level, DFL itself, one2one copies in end-to-end heads), found by walking back "
         "from the outputs; the hidden head convs before them prune. RT-DETR's decoder is kept whole (its "
-        "layers share the query width); attention blocks are kept whole (see docs/BENCHMARKS.md). "
+        "layers share the query width). Attention keeps its inner layers (\"attention inside\": query/key/value "
+        "and positional conv, heads × head_dim wide) while its output projection follows the block around it; "
+        "where that fails the probe the whole attention is kept (ultralytics' Attention reshapes its values to "
+        "the block's input width, see docs/BENCHMARKS.md). "
         "\"rewritten blocks\": chunking blocks replaced by split-free equivalents before tracing.",
     ]
     return "\n".join(lines) + "\n"
