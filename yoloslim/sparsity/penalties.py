@@ -17,6 +17,10 @@ the live parameters in each process with :meth:`Penalty.bind`; the bound tensors
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import reduce
+from itertools import accumulate
+
 import torch
 from torch import nn
 from ultralytics.utils.torch_utils import unwrap_model
@@ -85,47 +89,96 @@ class SlimPenalty(Penalty):
                 p.grad.add_(torch.sign(p.detach()), alpha=sr)
 
 
-class _BoundMember:
-    """A group member resolved to its live parameter (per process, never pickled).
+class _BoundParam:
+    """A parameter that group members slice, with the dims (0 = output, 1 = input channels) they slice.
 
-    Most members cover a contiguous channel range (a whole conv output, one side of a concat):
-    those are read and updated through a view instead of gather/scatter copies.
+    It is handled whole, whatever its members: one pass over the weight gives the channel norms
+    along each dim and one ``addcmul_`` adds the gradient for all of them, so a step costs a fixed
+    few ops per parameter instead of a norm, an index_add and an addcmul per member.
     """
 
-    __slots__ = ("param", "dim", "index", "root", "start")
+    __slots__ = ("param", "dims", "sizes", "shapes")
 
-    def __init__(self, member: Member, param: nn.Parameter) -> None:
+    def __init__(self, param: nn.Parameter, dims: tuple[int, ...]) -> None:
         self.param = param
-        self.dim = member.dim
-        self.index = torch.tensor(member.index, device=param.device)
-        self.root = torch.tensor(member.root, device=param.device)
-        first = member.index[0]
-        contiguous = member.index == tuple(range(first, first + len(member.index)))
-        self.start = first if contiguous else None
+        self.dims = dims
+        self.sizes = tuple(param.shape[d] for d in dims)
+        self.shapes = tuple(tuple(-1 if i == d else 1 for i in range(param.dim())) for d in dims)
 
-    def weights(self) -> torch.Tensor:
-        w = self.param.detach()
-        if self.start is None:
-            return w.index_select(self.dim, self.index)
-        return w.narrow(self.dim, self.start, len(self.index))
+    def square_norms(self) -> list[torch.Tensor]:
+        """Squared L2 norm (float32) of every slice along each of ``dims``.
 
-    def channel_norms(self, w: torch.Tensor) -> torch.Tensor:
-        """L2 norm of each channel's slice of ``w`` (the output of :meth:`weights`)."""
-        if w.dim() == 1:
-            return w.float().abs()
-        rows = w.movedim(self.dim, 0).reshape(len(self.index), -1)  # a copy for dim 1, yet faster than a strided norm
-        return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+        Both dims come from one tensor of squares, as contiguous row and column sums: faster than a
+        norm over the kernel positions or a strided norm over the input channels.
+        """
+        sq = self.param.detach().float().square()
+        if sq.dim() == 1:
+            return [sq]
+        sq = sq.flatten(1)
+        return [sq.sum(1) if d == 0 else sq.sum(0).view(self.param.shape[1], -1).sum(1) for d in self.dims]
 
-    def add_scaled_to_grad(self, w: torch.Tensor, coeff: torch.Tensor) -> None:
-        """``grad[slice] += coeff[channel] * w``, ``coeff`` indexed by the group's channels."""
+    def add_scaled(self, coeffs: Sequence[torch.Tensor]) -> None:
+        """``grad += (Σ_k coeffs[k] along dims[k]) * w``: one pass over the gradient whatever the dims."""
         grad = self.param.grad
-        shape = [1] * w.dim()
-        shape[self.dim] = len(self.index)
-        per_slice = coeff[self.root].view(shape).to(grad.dtype)
-        if self.start is None:
-            grad.index_add_(self.dim, self.index, w * per_slice)
-        else:
-            grad.narrow(self.dim, self.start, len(self.index)).addcmul_(w, per_slice)
+        if grad is not None:
+            grad.addcmul_(self.param.detach(), reduce(torch.add, map(torch.Tensor.view, coeffs, self.shapes)))
+
+
+class _Layout:
+    """The members of all channel groups resolved to live parameters and flattened, once per process.
+
+    The channels of all groups are numbered one after the other (group ``g``'s channel ``c`` is
+    ``offset[g] + c``) and each bound (parameter, dim) owns a run of slots, one per index along
+    that dim. ``slot[k]`` and ``channel[k]`` pair every member index with its group channel, so
+    gathering norms into channels and spreading coefficients back to slices are one ``index_add_``
+    each. An index that several members list counts once per member, as it did member by member.
+    Never pickled: it holds the live parameters.
+    """
+
+    def __init__(self, groups: Sequence[Sequence[Member]], channels: Sequence[int],
+                 params: dict[str, nn.Parameter]) -> None:
+        dims: dict[str, set[int]] = {}
+        for members in groups:
+            for m in members:
+                dims.setdefault(m.param, set()).add(m.dim)
+        self.params = [_BoundParam(params[name], tuple(sorted(d))) for name, d in dims.items()]
+        self.sizes = [size for b in self.params for size in b.sizes]
+        keys = [(name, d) for name, b in zip(dims, self.params) for d in b.dims]
+        slot, channel = _slot_channel_pairs(groups, channels, dict(zip(keys, accumulate(self.sizes, initial=0))))
+        device = self.params[0].param.device
+        self.slot = torch.tensor(slot, device=device)
+        self.channel = torch.tensor(channel, device=device)
+        self.channels = tuple(channels)
+        self.group = torch.arange(len(channels), device=device).repeat_interleave(torch.tensor(channels, device=device))
+
+    def channel_norms(self) -> torch.Tensor:
+        """L2 norm of every group channel over all its members' slices (float32, flat over groups)."""
+        per_slot = torch.cat([sq for b in self.params for sq in b.square_norms()])
+        return per_slot.new_zeros(len(self.group)).index_add_(0, self.channel, per_slot[self.slot]).sqrt()
+
+    def unimportance(self, norms: torch.Tensor) -> torch.Tensor:
+        """0 for each group's strongest channel, 1 for its weakest (segment max/min over group ids)."""
+        hi, lo = (norms.new_zeros(len(self.channels)).scatter_reduce_(0, self.group, norms, how, include_self=False)
+                  for how in ("amax", "amin"))
+        return (hi[self.group] - norms) / (hi - lo).clamp_min(NORM_EPS)[self.group]
+
+    def add_scaled(self, coeff: torch.Tensor) -> None:
+        """``grad[slice] += coeff[channel] * w[slice]`` for every member; slices in no member get 0."""
+        chunks = iter(coeff.new_zeros(sum(self.sizes)).index_add_(0, self.slot, coeff[self.channel]).split(self.sizes))
+        for b in self.params:
+            b.add_scaled([next(chunks) for _ in b.dims])
+
+
+def _slot_channel_pairs(groups: Sequence[Sequence[Member]], channels: Sequence[int],
+                        first_slot: dict[tuple[str, int], int]) -> tuple[list[int], list[int]]:
+    """(slot, flat group channel) of every index of every member, ``first_slot`` keyed by (parameter, dim)."""
+    slot: list[int] = []
+    channel: list[int] = []
+    for members, offset in zip(groups, accumulate(channels, initial=0)):
+        for m in members:
+            slot.extend(first_slot[m.param, m.dim] + i for i in m.index)
+            channel.extend(offset + r for r in m.root)
+    return slot, channel
 
 
 class _GroupPenalty(Penalty):
@@ -141,30 +194,11 @@ class _GroupPenalty(Penalty):
 
     def bind(self, model: nn.Module) -> None:
         super().bind(model)
-        self._bound = [[_BoundMember(m, self._params[m.param]) for m in self._members(g)]
-                       for g in self.selection.groups]
+        groups = self.selection.groups
+        self._layout = _Layout([self._members(g) for g in groups], [g.channels for g in groups], self._params)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_bound": []}
-
-    def _groups(self):
-        """(group, bound members, their current weight slices) for every group."""
-        for group, members in zip(self.selection.groups, self._bound):
-            yield group, members, [m.weights() for m in members]
-
-    @staticmethod
-    def _channel_norms(group: ChannelGroup, members: list[_BoundMember], weights: list[torch.Tensor]) -> torch.Tensor:
-        sq = torch.zeros(group.channels, device=weights[0].device)
-        for m, w in zip(members, weights):
-            sq.index_add_(0, m.root, m.channel_norms(w).square())
-        return sq.sqrt()
-
-    @staticmethod
-    def _add_scaled(members: list[_BoundMember], weights: list[torch.Tensor], coeff: torch.Tensor) -> None:
-        """``grad[slice] += coeff[channel] * w[slice]`` for every member of a group."""
-        for m, w in zip(members, weights):
-            if m.param.grad is not None:
-                m.add_scaled_to_grad(w, coeff)
+        return {**super().__getstate__(), "_layout": None}
 
 
 class GroupSlimPenalty(_GroupPenalty):
@@ -172,23 +206,15 @@ class GroupSlimPenalty(_GroupPenalty):
     bn_only = True
 
     def _add_gradient(self, sr: float) -> None:
-        for group, members, weights in self._groups():
-            norms = self._channel_norms(group, members, weights)
-            self._add_scaled(members, weights, sr / norms.clamp_min(NORM_EPS))
-
-
-def _unimportance(norms: torch.Tensor) -> torch.Tensor:
-    """0 for the group's strongest channel, 1 for its weakest."""
-    return (norms.max() - norms) / (norms.max() - norms.min()).clamp_min(NORM_EPS)
+        self._layout.add_scaled(sr / self._layout.channel_norms().clamp_min(NORM_EPS))
 
 
 class GroupNormPenalty(_GroupPenalty):
     name = "group_sl"
 
     def _add_gradient(self, sr: float) -> None:
-        for group, members, weights in self._groups():
-            scale = GROUP_SL_ALPHA ** _unimportance(self._channel_norms(group, members, weights))
-            self._add_scaled(members, weights, sr * scale)
+        unimportance = self._layout.unimportance(self._layout.channel_norms())
+        self._layout.add_scaled(sr * GROUP_SL_ALPHA ** unimportance)
 
 
 class GrowingRegPenalty(_GroupPenalty):
@@ -196,32 +222,28 @@ class GrowingRegPenalty(_GroupPenalty):
 
     def bind(self, model: nn.Module) -> None:
         super().bind(model)
-        device = next(iter(self._params.values())).device
-        self._growth = [torch.ones(g.channels, device=device) for g in self.selection.groups]
+        self._growth = torch.ones(len(self._layout.group), device=self._layout.group.device)
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_growth": []}
+        return {**super().__getstate__(), "_growth": None}
 
     def _add_gradient(self, sr: float) -> None:
-        for (_, members, weights), growth in zip(self._groups(), self._growth):
-            self._add_scaled(members, weights, sr * growth)
+        self._layout.add_scaled(sr * self._growth)
 
     @torch.no_grad()
     def on_epoch_end(self) -> None:
-        for (group, members, weights), growth in zip(self._groups(), self._growth):
-            growth.add_(_unimportance(self._channel_norms(group, members, weights)))
+        self._growth.add_(self._layout.unimportance(self._layout.channel_norms()))
 
     def state_dict(self) -> dict:
-        return {"growth": [g.detach().cpu().clone() for g in self._growth]}
+        return {"growth": [g.clone() for g in self._growth.detach().cpu().split(self._layout.channels)]}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
         saved = list(state.get("growth") or [])
-        if [tuple(g.shape) for g in saved] != [tuple(g.shape) for g in self._growth]:
+        if [tuple(g.shape) for g in saved] != [(n,) for n in self._layout.channels]:
             raise UserError("the saved group_reg growth state does not fit this model's channel groups — resume "
                             "the run with the model and --penalize-coupled setting it was started with")
-        for growth, value in zip(self._growth, saved):
-            growth.copy_(value)
+        self._growth.copy_(torch.cat(saved))
 
 
 METHODS: dict[str, type[Penalty]] = {
