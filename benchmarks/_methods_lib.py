@@ -49,6 +49,7 @@ class Plan:
     methods: tuple[str, ...] = ALL_METHODS
     model: str | None = None  # None: yolov8n.yaml; a yaml is trained for baseline_epochs, a checkpoint is used as is
     data: str | None = None  # None: synthesize digits (n_train, n_val, imgsz, seed); else a data.yaml
+    train_settings: tuple[tuple[str, Any], ...] | None = None  # ultralytics settings over the recipe, every run
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -83,7 +84,8 @@ class Plan:
 
     def baseline_key(self) -> str:
         return "baseline-" + config_hash({k: getattr(self, k) for k in ("n_train", "n_val", "imgsz", "batch", "seed",
-                                                                      "baseline_epochs", "model", "data")})
+                                                                      "baseline_epochs", "model", "data",
+                                                                      "train_settings")})
 
     def rows_key(self) -> str:
         """Rows depend on every field except which methods are selected (adding one reuses the rest)."""

@@ -61,7 +61,7 @@ class Benchmark:
         self.plan = plan
         self.variants = variants  # head-protected, iterative and ultralytics-distill rows (a selection, not a setting)
         self.out = out.resolve()
-        self.recipe = DemoPlan(batch=plan.batch, seed=plan.seed).train_recipe()
+        self.recipe = {**DemoPlan(batch=plan.batch, seed=plan.seed).train_recipe(), **dict(plan.train_settings or ())}
         self.runs = self.out / "runs" / plan.rows_key()
         self.shared = StepCache(self.out / "cache")
         self.steps = StepCache(self.out / "cache" / plan.rows_key())
@@ -366,7 +366,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--finetune-share", type=float,
                         help="finetune/distill epochs per row as a share of the baseline's epochs (default 0.5)")
     parser.add_argument("--finetune-epochs", type=int, help="instead of --finetune-share: epochs per row")
+    parser.add_argument("--cfg", metavar="YAML", help="ultralytics training settings for every run, from a yaml")
+    parser.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+                        help="ultralytics training settings for every run (baseline, sparse, finetune), e.g. "
+                             "mosaic=0.5 cos_lr=True; they join the cache key")
     return parser.parse_args(argv)
+
+
+PLAN_OWNED = {"epochs": "--baseline-epochs/--finetune-epochs", "imgsz": "--imgsz", "batch": "--batch",
+              "data": "--data", "model": "--model", "project": "--out", "name": "--out", "exist_ok": "--out"}
+
+
+def settings_for_every_run(words: list[str], cfg: str | None) -> tuple[tuple[str, Any], ...] | None:
+    """The KEY=VALUE words and --cfg, checked by ultralytics' own checker; None when there are none."""
+    from yoloslim.engine.settings import training_settings
+    from yoloslim.errors import UserError
+
+    settings = training_settings(words, cfg)
+    for key in settings:
+        if key in PLAN_OWNED:
+            raise UserError(f"{key} is set by the benchmark's {PLAN_OWNED[key]}, not as a setting — use that flag")
+    return tuple(sorted(settings.items())) or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             if not 0.0 < args.finetune_share <= 10.0:
                 raise UserError(f"--finetune-share must be in (0, 10], got {args.finetune_share}")
             overrides["finetune_share"] = args.finetune_share
-        plan = replace(plan, speed_up=args.speed_up, model=args.model, data=args.data, **overrides)
+        plan = replace(plan, speed_up=args.speed_up, model=args.model, data=args.data,
+                       train_settings=settings_for_every_run(args.settings, args.cfg), **overrides)
         check_inputs(plan)
         out = Path(args.out)
         command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])

@@ -72,3 +72,18 @@ def test_missing_model_or_data_is_one_line_before_any_work(tmp_path, capsys, fla
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {flag} ") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_training_settings_reach_every_run_and_key_both_caches(tmp_path, capsys):
+    from methods import Benchmark, main, settings_for_every_run
+
+    settings = settings_for_every_run(["mosaic=0.5", "cos_lr=True"], None)
+    plan = replace(Plan.quick(), train_settings=settings)
+    assert plan.baseline_key() != Plan.quick().baseline_key() and plan.rows_key() != Plan.quick().rows_key()
+    recipe = Benchmark(plan, tmp_path).recipe
+    assert recipe["mosaic"] == 0.5 and recipe["cos_lr"] is True and recipe["nbs"] == plan.batch
+    for word, expected in (("mosiac=0", "mosaic"), ("epochs=3", "--baseline-epochs")):
+        assert main(["--out", str(tmp_path / "out"), word]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
