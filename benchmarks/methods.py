@@ -307,18 +307,19 @@ def report(result: dict[str, Any], plan: Plan, command: str, wall: float, step_s
     from yoloslim.report.table import markdown_table
 
     base, rows = result["baseline"], result["rows"]
-    text = "\n\n".join([
+    iterative = [row for row in rows if row.get("stages")]
+    text = "\n\n".join(part for part in [
         markdown_table(rows, baseline=base),
         f"Latency (ONNX Runtime, CPU, {plan.latency_threads} thread(s), median of {plan.latency_runs} runs "
         f"after 3 warm-up runs):\n\n"
         + latency_table([base, *rows], plan.imgsz),
         f"Pruning and finetuning cost per row (every row finetunes {result['finetune_epochs']} epochs in total; "
         f"iterative rows spend part of them between stages):\n\n" + tool_table(rows),
-        "Iterative rows, stage by stage:\n\n" + stages_table(rows),
+        "Iterative rows, stage by stage:\n\n" + stages_table(iterative) if iterative else "",
         f"Classic slimming (round up {CLASSIC_ROUND_UP}, layer keep {CLASSIC_LAYER_KEEP:g}, no finetuning) of the "
         f"baseline continued {plan.sparse_epochs} epochs with the slim penalty (sr {plan.sr:g}) or without "
         f"(sr 0), mAP50 / mAP50-95:\n\n" + sparse_vs_normal_table(result["sparse_vs_normal"]),
-    ])
+    ] if part)
     meta = {"command": command, "plan": asdict(plan), "machine": machine_info(),
             "wall_seconds_this_invocation": round(wall, 1), "step_seconds": step_seconds,
             "compute_seconds": round(sum(step_seconds.values()), 1),
