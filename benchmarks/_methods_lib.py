@@ -164,7 +164,7 @@ def tool_table(rows: list[dict[str, Any]]) -> str:
              "finetune epochs | finetune seconds | pruned architecture (hash) |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        prune = row["prune"]
+        prune = row.get("prune") or {"speed_up": 1.0, "seconds": 0.0}  # the unpruned control
         cells = [f"{row[key]:.3f}" if row.get(key) is not None else "–"
                  for key in ("map50_95_before_finetune", "map50_95_recalibrated")]
         lines.append(f"| {row['name']} | {prune['speed_up']:.3f}x | {prune['seconds']:.1f} | {' | '.join(cells)} | "

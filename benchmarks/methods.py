@@ -244,6 +244,12 @@ class Benchmark:
         log(f"{name}: mAP50-95 {row['map50_95']:.3f}, {row['gflops']:.3f} GFLOPs, architecture {row['architecture']}")
         return row
 
+    def unpruned_control(self, baseline: str, budget: int) -> dict[str, Any]:
+        """The baseline trained the same extra epochs as every pruned row, unpruned: what pruning costs
+        against equal training, next to what it costs against the baseline."""
+        return self.row("unpruned-control", f"unpruned + {budget} epochs (control)",
+                        {"weights": baseline, "architecture": "unpruned"}, budget)
+
     def source(self, method: str, baseline: str) -> str:
         from yoloslim.prune.methods import get_method
 
@@ -265,7 +271,8 @@ class Benchmark:
             return lambda: prune_model(source, method=method, speed_up=p.speed_up, imgsz=p.imgsz, data=self.data,
                                        calib_batches=p.calib_batches, seed=p.seed, **options)
 
-        rows, pruned_by_method, one_shot = [], {}, {}
+        rows = [self.unpruned_control(baseline, budget)]
+        pruned_by_method, one_shot = {}, {}
         for method in p.methods:
             pruned_by_method[method] = self.pruned(method, planner(method, self.source(method, baseline)))
             rows.append(self.row(method, f"{method} {target}", pruned_by_method[method], budget))
