@@ -70,3 +70,22 @@ def test_training_flushes_denormals_and_restores_the_default(shapes_data, tmp_pa
           val=False, callbacks=[("on_train_batch_end", lambda _: seen.append(bool((tiny * tiny).any())))])
     assert seen and not any(seen)
     assert (tiny * tiny).all()
+
+
+def test_an_explicit_omp_num_threads_decides_cpu_training_threads(shapes_data, tmp_path, monkeypatch):
+    """ultralytics resets torch to (cores - 1) threads; a user's OMP_NUM_THREADS must win over that."""
+    import torch
+    from ultralytics.utils import NUM_THREADS
+
+    from yoloslim.engine.train import train
+
+    wanted = 2 if NUM_THREADS == 1 else 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(wanted))
+    before = torch.get_num_threads()
+    seen = []
+    try:
+        train("yolov8n.yaml", shapes_data, epochs=1, imgsz=32, batch=8, project=tmp_path, name="r", plots=False,
+              val=False, device="cpu", callbacks=[("on_train_batch_end", lambda _: seen.append(torch.get_num_threads()))])
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {wanted}

@@ -19,6 +19,7 @@ resumed run can change, and leaves args.yaml as the run started it.
 from __future__ import annotations
 
 import io
+import os
 from copy import deepcopy
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +72,7 @@ class KeepModelMixin:
         self._resume_ckpt: dict | None = None
         self._resume_changes: dict[str, Any] = {}
         super().__init__(cfg, overrides, _callbacks)
+        _honour_thread_request(self.device)
         if RANK in {-1, 0}:
             path = self.save_dir / "args.yaml"
             if self.resume:  # ultralytics just rewrote it with last.pt as model and resume: put the run's back
@@ -212,6 +214,17 @@ class KeepModelMixin:
             self.epoch += 1
             self.run_callbacks("on_fit_epoch_end")
             self.epoch -= 1
+
+
+def _honour_thread_request(device: torch.device) -> None:
+    """An explicit ``OMP_NUM_THREADS`` decides CPU training threads.
+
+    ultralytics' device selection sets torch to all cores but one (one thread on 2 cores), whatever the
+    environment says; yolov8n trained 1.4x faster here with the 2 threads the user asked for.
+    """
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if device.type == "cpu" and requested.isdigit() and int(requested) > 0:
+        torch.set_num_threads(int(requested))
 
 
 def _serialize(obj: Any) -> bytes:
