@@ -102,7 +102,7 @@ def flushed_denormals() -> Iterator[None]:
 
     Sparse training and group penalties drive many weights, activations and gradients towards zero; once
     they are denormal, every CPU multiply with them takes a slow path. A group_reg-pruned yolov8n measured
-    0.54 s per forward+backward at batch 8 × 160 px with denormals and 0.14 s without (docs/BENCHMARKS.md).
+    0.42 s per forward+backward at batch 8 × 160 px with denormals and 0.13 s without (docs/BENCHMARKS.md).
     Values below 1.2e-38 carry nothing a detector needs. CUDA kernels are not affected by this switch.
     """
     torch.set_flush_denormal(True)
