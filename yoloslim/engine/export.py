@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yoloslim.engine.quiet import ultralytics_warnings_only
 from yoloslim.errors import UserError
 
 FORMATS = ("onnx",)
@@ -22,18 +21,6 @@ FORMATS = ("onnx",)
 class ExportResult:
     path: Path
     max_abs_diff: float
-
-
-@contextmanager
-def _quiet_exporter():
-    """The exporter's closing hints name the temporary staging file, which is gone afterwards."""
-    logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _stage_checkpoint(model: str | Path | nn.Module, folder: Path) -> Path:
@@ -61,7 +48,7 @@ def export_onnx(model: str | Path | nn.Module, imgsz: int = 640, out: str | Path
         staged = _stage_checkpoint(model, Path(tmp) / "stage")
         wrapper = load_model(str(staged))
         try:
-            with _quiet_exporter():
+            with ultralytics_warnings_only():  # its closing hints name the staging file, gone afterwards
                 onnx_file = Path(wrapper.export(format="onnx", imgsz=imgsz, batch=batch, simplify=True,
                                                 dynamic=False, opset=opset, verbose=False))
         except Exception as e:

@@ -8,30 +8,17 @@ Used by the training commands and by ``benchmarks/methods.py`` (:func:`training_
 
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import yaml
 
+from yoloslim.engine.quiet import ultralytics_warnings_only
 from yoloslim.errors import UserError, require_file
 
 # Keys that describe the run rather than the training; yoloslim sets them from its own flags.
 RESERVED = {"mode": "the command", "task": "the model", "save_dir": "--project and --name", "cfg": "--cfg"}
 STATED_BY_DEFAULT = {"mode": "train", "task": "detect", "resume": False}
-
-
-@contextmanager
-def _without_help_text() -> Iterator[None]:
-    """ultralytics' key checker prints its whole CLI help before raising; the one-line error is enough."""
-    logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def parse_words(words: Sequence[str]) -> dict[str, Any]:
@@ -82,7 +69,7 @@ def check_settings(settings: dict[str, Any], source: str) -> dict[str, Any]:
         if key in RESERVED:
             raise UserError(f"{source}: {key!r} is set by {RESERVED[key]}, not as a training setting — remove it")
     try:
-        with _without_help_text():
+        with ultralytics_warnings_only():  # its key checker prints the whole CLI help before raising
             check_dict_alignment(DEFAULT_CFG_DICT, dict(settings))
     except SyntaxError as e:
         reasons = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
