@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
-import torch
 from torch import nn
 
 from yoloslim.data.checks import check_data_yaml
@@ -82,8 +80,7 @@ def train(
             trainer.add_callback(event, fn)
         if module is not None and not resume_path:
             trainer.model = module
-        with flushed_denormals():
-            trainer.train()
+        trainer.train()
     except BaseException:
         if fresh_dir is not None:
             _remove_if_untrained(fresh_dir)
@@ -94,22 +91,6 @@ def train(
         last=Path(trainer.last),
         metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
     )
-
-
-@contextmanager
-def flushed_denormals() -> Iterator[None]:
-    """Treat denormal floats as zero on the CPU while training, then return to torch's default.
-
-    Sparse training and group penalties drive many weights, activations and gradients towards zero; once
-    they are denormal, every CPU multiply with them takes a slow path. A group_reg-pruned yolov8n measured
-    0.42 s per forward+backward at batch 8 × 160 px with denormals and 0.13 s without (docs/BENCHMARKS.md).
-    Values below 1.2e-38 carry nothing a detector needs. CUDA kernels are not affected by this switch.
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
 
 
 def _model_to_train(model: str | Path | nn.Module, resume_ckpt: dict | None) -> tuple[nn.Module | None, str]:

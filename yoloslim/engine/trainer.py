@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from copy import deepcopy
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import yaml
@@ -114,6 +115,10 @@ class KeepModelMixin:
     def recorded_args(self) -> dict[str, Any]:
         """The run's settings as args.yaml and the checkpoints record them: what it was started from, not last.pt."""
         return {**vars(self.args), **self.run_identity}
+
+    def train(self):
+        with flushed_denormals():  # also in DDP workers, which call train() themselves
+            return super().train()
 
     def save_metrics(self, metrics: dict) -> None:
         super().save_metrics({**metrics, **(self.extra_metrics or {})})
@@ -214,6 +219,22 @@ class KeepModelMixin:
             self.epoch += 1
             self.run_callbacks("on_fit_epoch_end")
             self.epoch -= 1
+
+
+@contextmanager
+def flushed_denormals() -> Iterator[None]:
+    """Treat denormal floats as zero on the CPU while training, then return to torch's default.
+
+    Sparse training and group penalties drive many weights, activations and gradients towards zero; once
+    they are denormal, every CPU multiply with them takes a slow path. A group_reg-pruned yolov8n measured
+    0.42 s per forward+backward at batch 8 × 160 px with denormals and 0.13 s without (docs/BENCHMARKS.md).
+    Values below 1.2e-38 carry nothing a detector needs. CUDA kernels are not affected by this switch.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _honour_thread_request(device: torch.device) -> None:
