@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +75,33 @@ def trained_yolov8n(shapes_data, tmp_path_factory) -> str:
     result = train("yolov8n.yaml", shapes_data, epochs=1, imgsz=64, batch=8, project=project, name="base",
                    plots=False, val=True)
     return str(result.best)
+
+
+RELOAD_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, torch
+    from ultralytics import YOLO
+    x = torch.load(sys.argv[1])
+    for path in sys.argv[2:]:
+        model = YOLO(path)
+        net = model.model.float().eval()
+        with torch.no_grad():
+            torch.save(net(x)[0], path + ".out")
+        model.predict(np.zeros((x.shape[2], x.shape[3], 3), dtype=np.uint8), imgsz=x.shape[2], verbose=False)
+        print(sum(p.numel() for p in net.parameters()))
+""")
+
+
+def outputs_in_fresh_process(paths: list[Path], x, folder: Path) -> list[tuple[int, object]]:
+    """(parameter count, first eval output on ``x``) of each checkpoint loaded with plain ``YOLO(path)`` in a new
+    Python process, which proves the files need nothing from the process that wrote them. Each is also run
+    through ``predict`` once."""
+    import torch
+
+    torch.save(x, folder / "x.pt")
+    script = folder / "reload.py"
+    script.write_text(RELOAD_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(folder / "x.pt"), *map(str, paths)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = [int(line) for line in done.stdout.split()[-len(paths):]]
+    return [(count, torch.load(Path(f"{path}.out"))) for path, count in zip(paths, counts)]

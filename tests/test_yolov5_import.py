@@ -27,7 +27,7 @@ import yoloslim  # noqa: F401  (offline setup before ultralytics)
 from yoloslim.cli import main
 from yoloslim.errors import UserError
 from yoloslim.models.yolov5.head import AnchorDetect
-from yoloslim.models.yolov5.importer import import_checkpoint
+from yoloslim.models.original_checkpoints import import_checkpoint
 from yoloslim.models.yolov5.model import YOLOv5DetectionModel
 
 IMGSZ = 64

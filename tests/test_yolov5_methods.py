@@ -5,9 +5,6 @@ checkpoints that reload in a fresh process."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +12,7 @@ import pytest
 import torch
 
 import yoloslim  # noqa: F401  (offline setup before ultralytics)
+from conftest import outputs_in_fresh_process
 from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
 from yoloslim.errors import UserError
 from yoloslim.models.yolov5.model import YOLOv5DetectionModel
@@ -106,20 +104,6 @@ def test_classic_slimming_strategies_and_round_up(slimmed: Callable) -> None:
     assert params["first"] < params["union"] <= params["skip"]  # skip never prunes the residual-tied channels
 
 
-RELOAD = textwrap.dedent("""
-    import sys, numpy as np, torch
-    from ultralytics import YOLO
-    x = torch.load(sys.argv[1])
-    for path in sys.argv[2:]:
-        model = YOLO(path)
-        net = model.model.float().eval()
-        with torch.no_grad():
-            torch.save(net(x)[0], path + ".out")
-        model.predict(np.zeros((64, 64, 3), dtype=np.uint8), imgsz=64, verbose=False)
-        print(sum(p.numel() for p in net.parameters()))
-""")
-
-
 @pytest.mark.slow
 def test_pruned_and_slimmed_checkpoints_reload_in_a_fresh_process(pruned: Callable, slimmed: Callable,
                                                                   tmp_path: Path) -> None:
@@ -128,18 +112,11 @@ def test_pruned_and_slimmed_checkpoints_reload_in_a_fresh_process(pruned: Callab
     models = {"lamp": pruned("lamp").model, "slim-union": slimmed("union").model}
     paths = [save_model_checkpoint(m, tmp_path / f"{name}.pt") for name, m in models.items()]
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
-    torch.save(x, tmp_path / "x.pt")
-    script = tmp_path / "reload.py"
-    script.write_text(RELOAD)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "x.pt"), *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    counts = [int(line) for line in done.stdout.split()[-2:]]
-    for path, count in zip(paths, counts):
+    for path, (count, out) in zip(paths, outputs_in_fresh_process(paths, x, tmp_path)):
         module = checkpoint_module(read_checkpoint(path)).eval()
         assert count == count_params(module) < count_params(yolov5n())
         with torch.no_grad():
-            assert torch.equal(torch.load(Path(f"{path}.out")), module(x)[0])
+            assert torch.equal(out, module(x)[0])
 
 
 def test_sparse_training_leaves_the_residual_tied_bns_alone() -> None:

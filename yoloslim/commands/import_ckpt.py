@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from yoloslim.engine.checkpoint import save_model_checkpoint
     from yoloslim.errors import UserError
     from yoloslim.errors import require_file
-    from yoloslim.models.yolov5.importer import import_checkpoint, is_original_checkpoint
+    from yoloslim.models.original_checkpoints import import_checkpoint, is_original_checkpoint
     from yoloslim.report.metrics import count_params
 
     require_file(args.weights, "checkpoint")

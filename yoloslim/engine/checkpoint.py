@@ -55,7 +55,7 @@ def read_checkpoint(path: str | Path, trusted: bool | None = None) -> dict:
     whether ``--trust-checkpoint`` was given). Checkpoints of the original YOLOv5 repo are imported.
     """
     from yoloslim.engine.safe_load import OriginalYOLOv5Checkpoint, RefusedGlobal, load_torch_file
-    from yoloslim.models.yolov5.importer import import_checkpoint
+    from yoloslim.models.original_checkpoints import import_checkpoint
 
     path = Path(path)
     if not path.is_file():

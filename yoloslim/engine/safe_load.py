@@ -22,7 +22,7 @@ Names are resolved once per distinct global of a file (the pickle memoizes them)
 the C implementation, so a restricted load costs what an unrestricted one does.
 Checkpoints of the original YOLOv5 repo name ``models.*`` classes, which exist in no installed package;
 the first such name raises :class:`OriginalYOLOv5Checkpoint`, and the caller imports the file with
-:mod:`yoloslim.models.yolov5.importer`, whose unpickler layers placeholders on top of this one.
+:mod:`yoloslim.models.original_checkpoints`, whose unpickler layers placeholders on top of this one.
 """
 
 from __future__ import annotations

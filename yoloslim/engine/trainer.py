@@ -265,17 +265,16 @@ class SlimDetectionTrainer(KeepModelMixin, DetectionTrainer):
     """YOLO detection training on a kept model."""
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
-        """ultralytics' model for its yamls; the anchor-based YOLOv5 family for ours (ultralytics cannot parse them)."""
-        from yoloslim.models.yolov5.config import is_anchor_cfg
+        """ultralytics' model for its yamls; the anchor-based YOLOv5/YOLOv7 families for ours (ultralytics cannot
+        parse them)."""
+        from yoloslim.models.anchor_specs import build_anchor_model, is_anchor_cfg
 
         if not is_anchor_cfg(cfg):
             return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
         if weights is not None:
-            raise UserError("pretrained weights cannot be loaded into a yolov5-anchor yaml build — pass the trained "
+            raise UserError("pretrained weights cannot be loaded into an anchor-based yaml build — pass the trained "
                             "checkpoint itself as the model")
-        from yoloslim.models.yolov5.model import YOLOv5DetectionModel
-
-        model = YOLOv5DetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1)
+        model = build_anchor_model(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1)
         return self.set_model_names_for_load(model)
 
 

@@ -1,9 +1,9 @@
 """Resolve ``--model``/``--weights`` to an ultralytics model of the right family.
 
 A spec is either a model yaml that ultralytics ships (``yolov8n.yaml``, ``rtdetr-l.yaml``), one of
-yoloslim's anchor-based YOLOv5 yamls (``yolov5n-anchor.yaml``, see ``models/yolov5``), or a local
+yoloslim's anchor-based YOLOv5/YOLOv7 yamls (``yolov5n-anchor.yaml``, ``yolov7-tiny.yaml``), or a local
 yaml/checkpoint path. Checkpoints are used as they are — never rebuilt from their yaml — so a pruned
-model keeps its pruned shape; checkpoints written by the original YOLOv5 repo are imported.
+model keeps its pruned shape; checkpoints written by the original YOLOv5/YOLOv7 repos are imported.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from yoloslim.errors import UserError
-from yoloslim.models.yolov5.config import is_anchor_cfg, is_family_name
+from yoloslim.models.anchor_specs import build_anchor_model, is_anchor_cfg, is_family_name
 
 RTDETR_MARKERS = ("rtdetr",)
 
@@ -54,7 +54,8 @@ def resolve_spec(spec: str) -> tuple[str, bool]:
             return str(path.resolve()), False
         if is_family_name(path.name) or _ultralytics_knows(path.name):
             return path.name, False
-        sample = ", ".join(("yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml", "yolov5n-anchor.yaml", "rtdetr-l.yaml"))
+        sample = ", ".join(("yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml", "yolov5n-anchor.yaml", "yolov7-tiny.yaml",
+                           "rtdetr-l.yaml"))
         raise UserError(f"unknown model yaml {spec!r} — use a local yaml file or one that ultralytics ships, e.g. {sample}")
     raise UserError(f"cannot load {spec!r} — pass a checkpoint (.pt) or a model yaml (.yaml)")
 
@@ -62,9 +63,7 @@ def resolve_spec(spec: str) -> tuple[str, bool]:
 def build_from_yaml(target: str, nc: int | None = None, verbose: bool = False) -> nn.Module:
     """A new detection module from a resolved model yaml, with ``nc`` classes if given."""
     if is_anchor_cfg(target):
-        from yoloslim.models.yolov5.model import YOLOv5DetectionModel
-
-        return YOLOv5DetectionModel(target, nc=nc, verbose=verbose)
+        return build_anchor_model(target, nc=nc, verbose=verbose)
     from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
 
     cls = RTDETRDetectionModel if any(m in Path(target).name.lower() for m in RTDETR_MARKERS) else DetectionModel
@@ -83,8 +82,8 @@ def load_model(spec: str, verbose: bool = False):
 
         ckpt = read_checkpoint(target)
         if is_imported(ckpt):
-            raise UserError(f"{spec} was written by the original YOLOv5 repo, which ultralytics' YOLO cannot load — "
-                            f"convert it once with `yoloslim import --weights {spec} --out model.pt`")
+            raise UserError(f"{spec} was written by the original YOLOv5/YOLOv7 repo, which ultralytics' YOLO cannot "
+                            f"load — convert it once with `yoloslim import --weights {spec} --out model.pt`")
         rtdetr = is_rtdetr_module(checkpoint_module(ckpt))
     elif is_anchor_cfg(target):
         from yoloslim.models.yolov5.wrapper import AnchorYOLOv5

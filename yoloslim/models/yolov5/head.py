@@ -68,13 +68,17 @@ class AnchorDetect(Detect):
 
     def forward(self, x: list[torch.Tensor]):
         raw = []
-        for conv, feature in zip(self.m, x):
+        for level, feature in enumerate(x):
             bs, _, ny, nx = feature.shape
-            raw.append(conv(feature).view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2))
+            raw.append(self.predict(level, feature).view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2))
         if self.training:
             return raw
         y = self.decode(raw)
         return y if self.export else (y, raw)
+
+    def predict(self, level: int, feature: torch.Tensor) -> torch.Tensor:
+        """The prediction conv of one level: (bs, c, ny, nx) → (bs, na · (5 + nc), ny, nx)."""
+        return self.m[level](feature)
 
     def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
         """Raw per-level outputs → (bs, 4 + nc, N): xywh (or xyxy when exporting with NMS) and obj x cls scores."""

@@ -74,28 +74,38 @@ def match_targets(targets: torch.Tensor, anchor_wh: torch.Tensor, grid_hw: tuple
 
 
 class YOLOv5Loss:
-    """``criterion(preds, batch) -> (loss * batch_size, {box_loss, obj_loss, cls_loss})`` for ``AnchorDetect``."""
+    """``criterion(preds, batch) -> (loss * batch_size, {box_loss, obj_loss, cls_loss})`` for ``AnchorDetect``.
+
+    Subclasses change the assignment by overriding ``assign`` and the gains through ``GAINS``; the loss
+    terms computed from the matches stay the same (YOLOv7's OTA loss does this).
+    """
+
+    GAINS = (BOX_GAIN, OBJ_GAIN, CLS_GAIN)  # box, objectness, class, before the level/class/size scaling
 
     def __init__(self, model: nn.Module) -> None:
         head = model.model[-1]
         self.nc = head.nc
         self.nl = head.nl
         self.anchor_wh = head.anchor_wh.detach().clone()
+        box_gain, obj_gain, cls_gain = self.GAINS
         level_scale = REFERENCE_LEVELS / self.nl
-        self.box_gain = BOX_GAIN * level_scale
-        self.cls_gain = CLS_GAIN * self.nc / REFERENCE_CLASSES * level_scale
-        self.obj_gain = OBJ_GAIN * level_scale
+        self.box_gain = box_gain * level_scale
+        self.cls_gain = cls_gain * self.nc / REFERENCE_CLASSES * level_scale
+        self.obj_gain = obj_gain * level_scale
         self.bce = nn.BCEWithLogitsLoss()
+
+    def assign(self, raw: list[torch.Tensor], targets: torch.Tensor, batch: dict) -> list[Matches]:
+        """Per level, the slots each of the (n, 6) targets trains: YOLOv5's shape-based matching."""
+        anchor_wh = self.anchor_wh.to(targets.device)
+        return [match_targets(targets, anchor_wh[level], out.shape[2:4]) for level, out in enumerate(raw)]
 
     def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raw = preds[1] if isinstance(preds, tuple) else preds  # eval mode gives (decoded, raw)
         device = raw[0].device
         targets = targets_from_batch(batch, device)
-        anchor_wh = self.anchor_wh.to(device)
         lbox, lobj, lcls = (torch.zeros((), device=device) for _ in range(3))
-        for level, out in enumerate(raw):
+        for level, (out, matches) in enumerate(zip(raw, self.assign(raw, targets, batch))):
             out = out.float()
-            matches = match_targets(targets, anchor_wh[level], out.shape[2:4])
             target_obj = torch.zeros(out.shape[:4], device=device)
             if len(matches.image):
                 picked = out[matches.image, matches.anchor, matches.row, matches.col]

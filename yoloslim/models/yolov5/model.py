@@ -16,14 +16,16 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import initialize_weights
 
-from yoloslim.models.yolov5.builder import build_layers
-from yoloslim.models.yolov5.config import load_cfg
+from yoloslim.models.anchor_specs import load_cfg
+from yoloslim.models.yolov5.builder import YOLOV5_TABLE, LayerTable, build_layers
 
 STRIDE_PROBE = 256  # input size of the forward that measures each output level's stride
 
 
 class YOLOv5DetectionModel(DetectionModel):
     """Anchor-based YOLOv5 (v6.0-v7.0 architecture) from a yaml name/path or a model dict (original schema)."""
+
+    layer_table: LayerTable = YOLOV5_TABLE
 
     def __init__(self, cfg: str | Path | dict = "yolov5n-anchor.yaml", ch: int = 3, nc: int | None = None,
                  verbose: bool = True):
@@ -32,7 +34,7 @@ class YOLOv5DetectionModel(DetectionModel):
         self.yaml["channels"] = ch
         if nc and nc != self.yaml["nc"]:
             self.yaml["nc"] = nc
-        self.model, self.save = build_layers(self.yaml, ch)
+        self.model, self.save = build_layers(self.yaml, ch, self.layer_table)
         self.names = {i: f"{i}" for i in range(self.yaml["nc"])}
         self.inplace = True
         head = self.model[-1]

@@ -1,8 +1,8 @@
-"""ultralytics' ``YOLO`` wrapper for the anchor-based family, so ``load_model`` has one to return for its yamls.
+"""ultralytics' ``YOLO`` wrapper for the anchor-based families, so ``load_model`` has one to return for their yamls.
 
 ``YOLO("yolov5n-anchor.yaml")`` would hand the dict to ultralytics' own parser, which cannot build it. This
-subclass builds ``YOLOv5DetectionModel`` instead and trains with yoloslim's detection trainer (which
-builds the family from a yaml). Checkpoints need no wrapper: plain ``YOLO(path)`` unpickles our classes.
+subclass builds the family's model (``YOLOv5DetectionModel``, ``YOLOv7DetectionModel``) instead and trains
+with yoloslim's detection trainer (which builds the family from a yaml). Checkpoints need no wrapper: plain ``YOLO(path)`` unpickles our classes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from ultralytics import YOLO
 from ultralytics.cfg import DEFAULT_CFG_DICT
 
-from yoloslim.models.yolov5.model import YOLOv5DetectionModel
+from yoloslim.models.anchor_specs import anchor_model_class, build_anchor_model, load_cfg
 
 
 class AnchorYOLOv5(YOLO):
@@ -22,7 +22,7 @@ class AnchorYOLOv5(YOLO):
     def _new(self, cfg: str | Path, task: str | None = None, verbose: bool = False) -> None:
         self.cfg = self.model_name = str(cfg)
         self.task = "detect"
-        self.model = YOLOv5DetectionModel(cfg, verbose=verbose)
+        self.model = build_anchor_model(cfg, verbose=verbose)
         self.overrides.update(model=self.cfg, task=self.task)
         self.model.args = {**DEFAULT_CFG_DICT, **self.overrides}
         self.model.task = self.task
@@ -32,4 +32,5 @@ class AnchorYOLOv5(YOLO):
         from yoloslim.engine.trainer import SlimDetectionTrainer
 
         tasks = super().task_map
-        return {**tasks, "detect": {**tasks["detect"], "model": YOLOv5DetectionModel, "trainer": SlimDetectionTrainer}}
+        model_class = anchor_model_class(load_cfg(self.cfg))
+        return {**tasks, "detect": {**tasks["detect"], "model": model_class, "trainer": SlimDetectionTrainer}}
