@@ -64,6 +64,21 @@ def test_misspelled_word_exits_2_before_any_work(capsys, shapes_data: str, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+def test_nbs_is_a_flag_of_sparse_and_a_word_of_every_training_command(capsys, shapes_data: str) -> None:
+    from yoloslim.cli import build_parser
+    from yoloslim.commands.run_settings import resolve_run
+
+    for command in ("sparse", "train"):
+        args = build_parser().parse_args([command, "--weights", "yolov8n.yaml", "nbs=8"])
+        assert resolve_run(args, command).overrides["nbs"] == 8
+    sparse = build_parser().parse_args(["sparse", "--weights", "yolov8n.yaml"])
+    assert "nbs" not in resolve_run(sparse, "sparse").overrides  # left to sparse_train: nbs = batch
+    one_line_error(capsys, ["sparse", "--weights", "yolov8n.yaml", "--data", shapes_data, "--nbs", "8", "nbs=16"],
+                   "given twice")
+    one_line_error(capsys, ["sparse", "--weights", "yolov8n.yaml", "--data", shapes_data, "--nbs", "0"],
+                   "--nbs must be a positive")
+
+
 class Stop(KeyboardInterrupt):
     """Stops a run as Ctrl-C would."""
 

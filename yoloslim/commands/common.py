@@ -23,8 +23,10 @@ def add_data_arg(p: argparse.ArgumentParser, required: bool = True, from_checkpo
 OPTIMIZERS = ("auto", "SGD", "MuSGD", "AdamW", "Adam", "NAdam", "RAdam", "Adamax", "RMSprop")
 
 
-def add_train_args(p: argparse.ArgumentParser, epochs: int = 100) -> None:
-    """The training flags, ``--resume``, ``--cfg`` and any ultralytics setting as KEY=VALUE words."""
+def add_train_args(p: argparse.ArgumentParser, epochs: int = 100, optimizer: str = "auto",
+                   lr0: float | None = None) -> None:
+    """The training flags, ``--resume``, ``--cfg`` and any ultralytics setting as KEY=VALUE words; a command
+    passes its own defaults for epochs, optimizer and lr0 (``sparse`` does, from its defaults)."""
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs")
     p.add_argument("--imgsz", type=int, default=640, help="square input size in pixels")
     p.add_argument("--batch", type=int, default=16, help="batch size")
@@ -35,10 +37,10 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int = 100) -> None:
     p.add_argument("--project", default=None, help="folder for runs (default ./runs/<command>)")
     p.add_argument("--name", default=None, help="run name inside the project folder")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--optimizer", default="auto", choices=OPTIMIZERS, metavar="{" + ",".join(OPTIMIZERS) + "}",
+    p.add_argument("--optimizer", default=optimizer, choices=OPTIMIZERS, metavar="{" + ",".join(OPTIMIZERS) + "}",
                    help="ultralytics optimizer; 'auto' picks AdamW for runs under 10k iterations, else SGD "
                         "(with Adam-family optimizers --sr hardly changes how far BN γ shrink; with SGD it sets the pace)")
-    p.add_argument("--lr0", type=float, default=None,
+    p.add_argument("--lr0", type=float, default=lr0,
                    help="initial learning rate (default: ultralytics' 0.01; ignored by --optimizer auto)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision on CUDA (ignored on CPU)")

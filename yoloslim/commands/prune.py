@@ -5,7 +5,8 @@ Writes pruned.pt (loads with plain ultralytics.YOLO), report.json, report.md and
 --finetune-epochs E then trains the pruned model and adds a "finetuned" row.
 --method slim --prune-ratio R is classic network slimming: one global |γ| threshold over all
 prunable BN channels, with --shortcut, --layer-keep and --round-up. Several ratios
-(--prune-ratio 0.2 0.4 0.6) give one subfolder each and one table.
+(--prune-ratio 0.2 0.4 0.6) give one subfolder each and one table. --method slim with neither
+--prune-ratio nor --speed-up slims at the safe ratio that the checkpoint's sparse run recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from yoloslim.prune.slimming import SHORTCUT_STRATEGIES
 NAME = "prune"
 HELP = "structured pruning to a target speed-up"
 ORDER = 30
+DEFAULT_SPEED_UP = 2.0
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -28,7 +30,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_data_arg(p, required=False)
     p.add_argument("--method", default=DEFAULT_METHOD, metavar="METHOD",
                    help="channel importance: " + ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values()))
-    p.add_argument("--speed-up", type=float, default=2.0, help="target base GFLOPs / pruned GFLOPs (> 1)")
+    p.add_argument("--speed-up", type=float, default=None,
+                   help=f"target base GFLOPs / pruned GFLOPs (> 1; left out: {DEFAULT_SPEED_UP:g}, but --method slim "
+                        f"without --prune-ratio then slims at the safe ratio its sparse run recorded)")
     p.add_argument("--prune-ratio", type=float, nargs="+", default=None, metavar="R",
                    help="instead of --speed-up: remove this share (0..1) of the prunable channels; "
                         "several values prune the same model once each")
@@ -105,6 +109,24 @@ def _prune_once(module, ratio: float | None, args: argparse.Namespace):
     return prune_model(module, speed_up=args.speed_up, prune_ratio=ratio, data=args.data, **_prune_options(args))
 
 
+def _recorded_ratio_wanted(args: argparse.Namespace) -> bool:
+    return args.method == "slim" and args.prune_ratio is None and args.speed_up is None and args.stages == 1
+
+
+def _recorded_ratio(ckpt: dict | None, args: argparse.Namespace) -> float:
+    """The safe ratio the checkpoint's sparse run recorded (``yoloslim sparse`` judges every epoch), with the
+    --layer-keep it needs unless the user gave one."""
+    from yoloslim.engine.checkpoint import yoloslim_meta
+    from yoloslim.sparsity.verdict import recorded_verdict
+
+    verdict = recorded_verdict(yoloslim_meta(ckpt) if ckpt else {}, str(args.weights), args.shortcut)
+    if args.layer_keep is None and verdict.layer_keep:
+        args.layer_keep = verdict.layer_keep
+    keep = f" with --layer-keep {args.layer_keep:g}" if args.layer_keep else ""
+    print(f"--prune-ratio {verdict.safe_ratio:g}{keep}: the safe ratio recorded by the sparse run of {args.weights}")
+    return verdict.safe_ratio
+
+
 def _recalib_batches(args: argparse.Namespace) -> int:
     from yoloslim.errors import UserError
 
@@ -150,6 +172,12 @@ def run(args: argparse.Namespace) -> int:
     from yoloslim.prune.iterative import check_iterative_settings
     from yoloslim.prune.report import write_report, write_sweep_report
 
+    is_pt = str(args.weights).endswith(".pt")
+    base = None
+    if _recorded_ratio_wanted(args):
+        base = read_checkpoint(args.weights) if is_pt else None
+        args.prune_ratio = [_recorded_ratio(base, args)]
+    args.speed_up = DEFAULT_SPEED_UP if args.speed_up is None else args.speed_up
     ratios = args.prune_ratio or [None]
     for ratio in ratios:
         check_prune_settings(args.method, args.speed_up, ratio, args.max_steps, args.round_to or None,
@@ -161,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune_epochs and not args.data:
         raise UserError("--finetune-epochs needs --data DATA_YAML to train on")
     _recalib_batches(args)
-    base = read_checkpoint(args.weights) if str(args.weights).endswith(".pt") else None
+    if base is None and is_pt:
+        base = read_checkpoint(args.weights)
     module = checkpoint_module(base) if base else load_module(args.weights)
     if args.data:
         check_data_yaml(args.data, nc=head_nc(module))

@@ -21,9 +21,9 @@ from yoloslim.errors import UserError
 FLAG_FOR_KEY = {
     "epochs": "epochs", "imgsz": "imgsz", "batch": "batch", "device": "device", "workers": "workers",
     "seed": "seed", "optimizer": "optimizer", "lr0": "lr0", "amp": "amp", "plots": "plots",
-    "project": "project", "name": "name", "data": "data", "model": "weights", "resume": "resume",
+    "project": "project", "name": "name", "data": "data", "model": "weights", "resume": "resume", "nbs": "nbs",
 }
-TRAINER_FLAGS = ("epochs", "imgsz", "batch", "device", "workers", "seed", "amp", "plots", "optimizer", "lr0")
+TRAINER_FLAGS = ("epochs", "imgsz", "batch", "device", "workers", "seed", "amp", "plots", "optimizer", "lr0", "nbs")
 # destinations that are not yoloslim settings of the run (the run's inputs, ultralytics' settings, CLI plumbing)
 NOT_RECORDED = frozenset({"weights", "data", "resume", "settings", "cfg", "trust_checkpoint", "command", "project",
                           "name", *TRAINER_FLAGS})
@@ -67,6 +67,12 @@ def _set_flag(args: argparse.Namespace, dest: str, value: Any) -> None:
     setattr(args, dest, value)
 
 
+def _flag_for(args: argparse.Namespace, key: str) -> str | None:
+    """The destination of the flag that sets ``key`` in this command (only some commands have --nbs)."""
+    dest = FLAG_FOR_KEY.get(key)
+    return dest if dest is not None and hasattr(args, dest) else None
+
+
 def _apply_settings(args: argparse.Namespace, typed: set[str]) -> dict[str, Any]:
     """Fold ``--cfg`` and the words into ``args``; return the settings that have no flag of their own."""
     from_cfg = check_settings(read_cfg(args.cfg), f"--cfg {args.cfg}") if args.cfg else {}
@@ -74,14 +80,14 @@ def _apply_settings(args: argparse.Namespace, typed: set[str]) -> dict[str, Any]
     extra: dict[str, Any] = {}
     typed_flags = set(typed)
     for key, value in from_cfg.items():
-        dest = FLAG_FOR_KEY.get(key)
+        dest = _flag_for(args, key)
         if dest is None:
             extra[key] = value
         elif dest not in typed:
             _set_flag(args, dest, value)
             typed.add(dest)
     for key, value in words.items():
-        dest = FLAG_FOR_KEY.get(key)
+        dest = _flag_for(args, key)
         if dest is None:
             extra[key] = value
             continue
@@ -125,6 +131,6 @@ def resolve_run(args: argparse.Namespace, command: str) -> RunSettings:
     else:
         if not args.weights:
             raise UserError(f"{command} needs --weights/--model (a checkpoint or a model yaml), or --resume LAST_PT")
-        trainer = {k: getattr(args, k) for k in TRAINER_FLAGS if getattr(args, k) is not None}
+        trainer = {k: getattr(args, k) for k in TRAINER_FLAGS if getattr(args, k, None) is not None}
     settings = {k: v for k, v in vars(args).items() if k not in NOT_RECORDED and not k.startswith("_")}
     return RunSettings(overrides={**trainer, **extra}, resume=args.resume, record=RunRecord(command, settings))

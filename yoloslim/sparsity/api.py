@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 from torch import nn
 
 from yoloslim.errors import UserError
+from yoloslim.sparsity.defaults import SPARSE_DEFAULTS
 
 Callback = tuple[str, Callable[[Any], None]]
 TRACE_IMGSZ = 64  # channel dependencies do not depend on resolution; tracing small is fast
@@ -48,9 +49,9 @@ def build_module(spec: str | nn.Module, data_yaml: Path) -> nn.Module:
 def sparse_train(
     model: str | nn.Module,
     data: str | Path | None,
-    sr: float = 1e-2,
-    method: str = "slim",
-    schedule: str = "linear",
+    sr: float = SPARSE_DEFAULTS.sr,
+    method: str = SPARSE_DEFAULTS.method,
+    schedule: str = SPARSE_DEFAULTS.schedule,
     penalize_coupled: bool = False,
     clip: float | None = None,
     epochs: int | None = None,
@@ -65,7 +66,8 @@ def sparse_train(
 
     ``clip`` is the gradient-clipping max norm (None: no clipping, the default for sparse
     training, since clipping would also shrink the penalty). ``overrides`` go to ultralytics
-    (batch, device, workers, seed, amp, ...); settings left at None take ultralytics' defaults.
+    (batch, device, workers, seed, amp, ...); optimizer, lr0 and nbs default to
+    :data:`~yoloslim.sparsity.defaults.SPARSE_DEFAULTS` (nbs = batch), other settings to ultralytics'.
     ``resume`` continues from a run's last.pt (its dataset too when ``data`` is None), penalty state
     included. ``callbacks`` are extra ``(event, fn)`` pairs.
     """
@@ -80,6 +82,7 @@ def sparse_train(
     from yoloslim.sparsity.penalties import check_method, make_penalty
     from yoloslim.sparsity.schedule import check_schedule
     from yoloslim.sparsity.selection import select_bns
+    from yoloslim.sparsity.verdict import shortcut_for
 
     check_sr(sr)
     check_method(method)
@@ -102,7 +105,10 @@ def sparse_train(
     record_meta(module, sparse={"method": method, "sr": sr, "schedule": schedule,
                                 "epochs": epochs or DEFAULT_CFG_DICT["epochs"],
                                 "penalize_coupled": penalize_coupled, "penalized": list(selection.penalized)})
-    extension = SparseTraining(penalty, sr=sr, schedule=schedule, clip=clip)
+    extension = SparseTraining(penalty, sr=sr, schedule=schedule, clip=clip, shortcut=shortcut_for(penalize_coupled))
+    if not resuming:  # a resumed run keeps its own settings
+        batch = overrides.get("batch", DEFAULT_CFG_DICT["batch"])
+        overrides = {**SPARSE_DEFAULTS.trainer_settings(batch), **overrides}
     return train(module, data_yaml if data is not None else None, epochs=epochs, imgsz=imgsz,
                  project=run_dir(project, "sparse"), name=name, callbacks=[*callbacks, *extension.events()],
                  resume=resume, **overrides)

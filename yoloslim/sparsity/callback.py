@@ -8,6 +8,8 @@ optimizer step — so it acts on true gradients whatever the loss scale or accum
 DDP every rank adds the same penalty to the same all-reduced gradients.
 Its state (the penalty's own, e.g. group_reg's growth, the step count and the γ history) is saved in
 last.pt and restored when the run resumes, so a resumed run continues the penalty and the plot.
+Every epoch's verdict (:mod:`yoloslim.sparsity.verdict`) goes to results.csv and into the EMA model's
+yoloslim record, so each saved checkpoint carries the verdict on its own γ.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
+from yoloslim.engine.checkpoint import model_meta, record_meta
 from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, SAVE_TRAINING_STATE, KeepModelMixin
 from yoloslim.errors import UserError
 from yoloslim.sparsity.optimizer_advice import sparse_optimizer_warning
@@ -27,6 +30,7 @@ from yoloslim.sparsity.penalties import Penalty
 from yoloslim.sparsity.plots import plot_gamma_history
 from yoloslim.sparsity.schedule import check_schedule, sr_at
 from yoloslim.sparsity.stats import abs_gammas, describe_stats, gamma_stats
+from yoloslim.sparsity.verdict import judge, layer_tops
 
 PLOT_NAME = "bn_gamma.png"
 STATE = "sparse"  # key in last.pt's training state
@@ -35,11 +39,13 @@ STATE = "sparse"  # key in last.pt's training state
 class SparseTraining:
     """Register with :meth:`events`; calling the object applies one step of the penalty."""
 
-    def __init__(self, penalty: Penalty, sr: float, schedule: str = "linear", clip: float | None = None) -> None:
+    def __init__(self, penalty: Penalty, sr: float, schedule: str = "linear", clip: float | None = None,
+                 shortcut: str = "skip") -> None:
         self.penalty = penalty
         self.sr = sr
         self.schedule = check_schedule(schedule)
         self.clip = clip
+        self.shortcut = shortcut  # the --shortcut whose channel pool the verdict judges
         self.steps = 0
         self.history: list[tuple[int, np.ndarray]] = []
         self._batches = 0
@@ -108,11 +114,15 @@ class SparseTraining:
         if RANK not in {-1, 0}:
             return
         model = trainer.ema.ema if getattr(trainer, "ema", None) else unwrap_model(trainer.model)
-        values = abs_gammas(model, self.penalty.selection.penalized)
+        selection = self.penalty.selection
+        values = abs_gammas(model, selection.penalized)
         stats = gamma_stats(values)
+        verdict = judge(values, layer_tops(model, selection), self.shortcut)
+        record_meta(model, sparse={**model_meta(model).get("sparse", {}), "verdict": verdict.as_record()})
         self.history.append((trainer.epoch + 1, values.numpy()))
-        trainer.extra_metrics = {**(trainer.extra_metrics or {}), **stats}
-        LOGGER.info(f"sparse ({self.penalty.name}, sr now {self.current_sr(trainer):.3g}): {describe_stats(stats)}")
+        trainer.extra_metrics = {**(trainer.extra_metrics or {}), **stats, **verdict.columns()}
+        LOGGER.info(f"sparse ({self.penalty.name}, sr now {self.current_sr(trainer):.3g}): {describe_stats(stats)}; "
+                    f"{verdict.describe()}")
 
     def on_fit_epoch_end(self, trainer) -> None:
         if RANK in {-1, 0} and self.history:

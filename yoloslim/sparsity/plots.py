@@ -1,4 +1,5 @@
-"""Figures of the |γ| distribution: across epochs of one run, and across several checkpoints.
+"""Figures of the |γ| distribution: across epochs of one run, and across several checkpoints (with the gap
+and the safe cut of each separated one, :mod:`yoloslim.sparsity.verdict`).
 
 Figures are drawn on a bare ``matplotlib.figure.Figure`` so no pyplot backend is touched.
 """
@@ -7,12 +8,15 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from yoloslim.engine.checkpoint import atomic_write_bytes
 from yoloslim.sparsity.stats import PRUNE_FRACTIONS, SMALL_GAMMA
+
+if TYPE_CHECKING:
+    from yoloslim.sparsity.verdict import Verdict
 
 BINS = 80
 
@@ -59,23 +63,33 @@ def plot_gamma_history(history: Sequence[tuple[int, np.ndarray]], path: str | Pa
     return _save(fig, path)
 
 
-def plot_gamma_overlay(series: Mapping[str, np.ndarray], path: str | Path) -> Path:
-    """Overlaid |γ| histograms (share of channels per bin, log scale) of several models."""
+def plot_gamma_overlay(series: Mapping[str, np.ndarray], path: str | Path,
+                       verdicts: Mapping[str, Verdict] | None = None) -> Path:
+    """Overlaid |γ| histograms (share of channels per bin, log scale) of several models; a model whose
+    verdict is separated gets its gap shaded and its safe cut drawn in its own colour."""
     from matplotlib.figure import Figure
 
+    verdicts = verdicts or {}
     edges = _edges(list(series.values()))
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     for label, values in series.items():
         share = np.histogram(values, bins=edges)[0] / max(len(values), 1)
         small = float((values < SMALL_GAMMA).mean()) if len(values) else float("nan")
-        ax.stairs(share, edges, lw=1.5, label=f"{label}  (n={len(values)}, mean {values.mean():.3g}, "
-                                                 f"{small:.0%} < {SMALL_GAMMA:g})")
+        verdict = verdicts.get(label)
+        judged = f"; {verdict.describe()}" if verdict else ""
+        line = ax.stairs(share, edges, lw=1.5, label=f"{label}  (n={len(values)}, mean {values.mean():.3g}, "
+                                                        f"{small:.0%} < {SMALL_GAMMA:g}{judged})")
+        if verdict and verdict.separated:
+            color = line.get_edgecolor()
+            ax.axvspan(verdict.gap_low, verdict.gap_high, color=color, alpha=0.12, lw=0)
+            cut = f"{label}: safe cut, --prune-ratio {verdict.safe_ratio:g} (|γ| < {verdict.threshold:.3g})"
+            ax.axvline(verdict.threshold, color=color, lw=1.2, ls="--", label=cut)
     ax.axvline(SMALL_GAMMA, color="gray", lw=0.8, ls=":")
     ax.set_yscale("log")
-    ax.set_xlabel("|γ| of BN channels")
+    ax.set_xlabel("|γ| of BN channels (shaded: the gap between undefended and defended γ)")
     ax.set_ylabel("share of channels")
     ax.set_title("BN γ distributions")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, path)

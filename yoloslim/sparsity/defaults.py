@@ -1,0 +1,54 @@
+"""What ``yoloslim sparse`` and ``sparse_train()`` train with when the user does not say: one place, with why.
+
+* **nbs = batch** (step the optimizer every batch). ultralytics accumulates gradients up to its nominal batch
+  ``nbs`` 64, i.e. 64/batch batches per optimizer step (8 at batch 8). A sparse run is short, so it then makes
+  few steps and γ barely move; the penalty acts once per optimizer step, so every batch should be one.
+* **optimizer auto, lr left to it**: ultralytics picks AdamW at lr 0.002·5/(4+classes) for runs under 10k
+  iterations. Kept from before: in 8-epoch sparse runs on the digits benchmark's baseline AdamW (at lr 0.002)
+  made classic cuts free, while SGD shrank every γ alike (sr 1e-2) or cost most of the accuracy (sr 3e-2)
+  (docs/BENCHMARKS.md, "Sparse vs normal"). auto's own lr was not measured there.
+* **sr 1e-2, linear schedule** (sr falls to 10% of itself by the end, the seeds' decay): unchanged so far.
+
+``benchmarks/sparse_defaults.py`` measures these against the alternatives; :data:`SPARSE_DEFAULTS` is where
+its winner is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SparseDefaults:
+    sr: float = 1e-2
+    schedule: str = "linear"
+    method: str = "slim"
+    optimizer: str = "auto"
+    lr0: float | None = None  # None: ultralytics' (with optimizer auto, fitted to the class count)
+    nbs: int | None = None  # None: the batch size, so the optimizer steps every batch
+    optimizer_reason: str = ("'auto' means AdamW at lr 0.002·5/(4+classes) for runs under 10k iterations; AdamW (lr "
+                             "0.002) made classic cuts free in 8-epoch sparse runs on the digits benchmark's baseline, "
+                             "while SGD shrank every γ alike or cost most of the accuracy (docs/BENCHMARKS.md).")
+
+    def trainer_settings(self, batch: Any) -> dict[str, Any]:
+        """The ultralytics settings these defaults stand for at ``batch`` (an auto batch size, -1 or a memory
+        fraction, is unknown until training starts: ultralytics' nbs then stays)."""
+        settings: dict[str, Any] = {"optimizer": self.optimizer}
+        if self.nbs or (isinstance(batch, int) and batch >= 1):
+            settings["nbs"] = self.nbs or batch
+        return settings if self.lr0 is None else {**settings, "lr0": self.lr0}
+
+    def describe(self) -> str:
+        """The --help paragraph: the defaults and why."""
+        lr = f"lr0 {self.lr0:g}" if self.lr0 is not None else "the lr it picks"
+        nbs = f"--nbs {self.nbs}" if self.nbs else "--nbs = --batch"
+        return (f"Defaults (yoloslim/sparsity/defaults.py): --optimizer {self.optimizer} ({lr}), {nbs}, --sr "
+                f"{self.sr:g} with a {self.schedule} schedule, --method {self.method}. The optimizer steps every "
+                f"batch because ultralytics' default nbs 64 accumulates 64/batch batches per step, so a short sparse "
+                f"run would make few steps and γ would barely move. {self.optimizer_reason} The run ends with one "
+                f"line on last.pt: whether its γ separated and, if so, the largest --prune-ratio that cuts only "
+                f"channels below the gap.")
+
+
+SPARSE_DEFAULTS = SparseDefaults()  # benchmarks/sparse_defaults.py's winner goes here
