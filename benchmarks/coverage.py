@@ -20,7 +20,7 @@ from pathlib import Path
 
 MODELS = ("yolov3", "yolov3-tiny", "yolov5nu", "yolov6n", "yolov8n", "yolov8n-p2", "yolov8n-p6", "yolov8n-ghost",
           "yolov9t", "yolov9s", "yolov10n", "yolov10s", "yolo11n", "yolo12n", "yolo26n", "rtdetr-l", "rtdetr-resnet50",
-          "yolov5n-anchor", "yolov5s-anchor")
+          "yolov5n-anchor", "yolov5s-anchor", "yolov7-tiny", "yolov7", "yolov7x")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,8 +71,8 @@ def run_isolated(name: str, args) -> dict:
 def markdown(rows: list[dict], args) -> str:
     lines = [
         "# Pruning coverage", "",
-        f"Every detection model yaml that ultralytics ships, and yoloslim's anchor-based YOLOv5, built with random "
-        f"weights (nc=80) and pruned with "
+        f"Every detection model yaml that ultralytics ships, and yoloslim's anchor-based YOLOv5 and YOLOv7, built "
+        f"with random weights (nc=80) and pruned with "
         f"`prune_model` (method `{args.method}`, the planner's defaults: global, round_to 8, max_layer_ratio 0.8, "
         f"at most 10 planner rounds) to {args.speed_up}x fewer GFLOPs at {args.imgsz} px — what "
         f"`yoloslim prune --weights <yaml> --method {args.method} --speed-up {args.speed_up} --imgsz {args.imgsz}` "

@@ -202,3 +202,16 @@ def test_export_matches_pytorch(tmp_path: Path) -> None:
     session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(got - outputs(model, x).numpy()).max() < 1e-4
+
+
+def test_import_command_names_the_family_and_writes_a_checkpoint_ultralytics_loads(tmp_path: Path, capsys) -> None:
+    from ultralytics import YOLO
+
+    from yoloslim.cli import main
+
+    source = tiny()
+    path = write_original(tmp_path / "best.pt", source)
+    assert main(["import", "--weights", str(path), "--out", str(tmp_path / "model.pt")]) == 0
+    assert "imported yolov7 models.yolo.Model (model weights, 3 classes" in capsys.readouterr().out
+    loaded = YOLO(str(tmp_path / "model.pt"))
+    assert (outputs(loaded.model) - outputs(source.half().float())).abs().max() < 1e-3

@@ -9,8 +9,8 @@ def add_model_arg(p: argparse.ArgumentParser, required: bool = True, flag: str =
     """``required=False`` for commands that check it themselves (a training command needs none with --resume)."""
     aliases = ["--weights", "--model"] if flag in {"--weights", "--model"} else [flag]
     p.add_argument(*aliases, dest="weights", required=required, metavar="PT_OR_YAML",
-                   help="checkpoint path (.pt, also a best.pt of the original YOLOv5 repo) or a model yaml such "
-                        "as yolov8n.yaml or yolov5n-anchor.yaml")
+                   help="checkpoint path (.pt, also a best.pt of the original YOLOv5/YOLOv7 repo) or a model yaml "
+                        "such as yolov8n.yaml, yolov5n-anchor.yaml or yolov7-tiny.yaml")
 
 
 def add_data_arg(p: argparse.ArgumentParser, required: bool = True, from_checkpoint: bool = False) -> None:
@@ -39,7 +39,8 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int = 100, optimizer: str
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--optimizer", default=optimizer, choices=OPTIMIZERS, metavar="{" + ",".join(OPTIMIZERS) + "}",
                    help="ultralytics optimizer; 'auto' picks AdamW for runs under 10k iterations, else SGD "
-                        "(with Adam-family optimizers --sr hardly changes how far BN γ shrink; with SGD it sets the pace)")
+                        "(with Adam-family optimizers --sr hardly changes how far BN γ shrink; with SGD it sets the "
+                        "pace)")
     p.add_argument("--lr0", type=float, default=lr0,
                    help="initial learning rate (default: ultralytics' 0.01; ignored by --optimizer auto)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,

@@ -102,9 +102,9 @@ class RestrictedUnpickler(CheckpointUnpickler):
         if full in _known_classes() or module.startswith(TORCH_LAYERS):
             return _placeholder(full)
         if module.split(".")[0] == ORIGINAL_YOLOV5_PACKAGE:
-            raise RefusedGlobal(full, f"it uses the class {full}, which yoloslim does not build (a modified fork, or a "
-                                      f"model such as YOLOv7's w6/e6/d6/e6e with IAuxDetect?) — only YOLOv5 v6.0-v7.0 "
-                                      f"and YOLOv7 tiny/base/x layers can be imported")
+            raise RefusedGlobal(full, f"it uses the class {full}, which yoloslim does not build (a modified fork, "
+                                      f"or a model such as YOLOv7's w6/e6/d6/e6e with IAuxDetect?) — only YOLOv5 "
+                                      f"v6.0-v7.0 and YOLOv7 tiny/base/x layers can be imported")
         return super().find_class(module, name)
 
 

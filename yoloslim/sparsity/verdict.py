@@ -74,7 +74,8 @@ class Verdict:
         if not self.separated:
             return NOT_SEPARATED_LINE
         keep = f" --layer-keep {self.layer_keep:g}" if self.layer_keep else ""
-        return f"ready: --prune-ratio up to {self.safe_ratio:g}{keep}" + (f" (≈ {speed_up:.2f} x)" if speed_up else "")
+        estimate = f" (≈ {speed_up:.2f} x)" if speed_up else ""
+        return f"ready: --prune-ratio up to {self.safe_ratio:g}{keep}{estimate}"
 
     def as_record(self) -> dict:
         return asdict(self)
