@@ -215,3 +215,12 @@ def test_import_command_names_the_family_and_writes_a_checkpoint_ultralytics_loa
     assert "imported yolov7 models.yolo.Model (model weights, 3 classes" in capsys.readouterr().out
     loaded = YOLO(str(tmp_path / "model.pt"))
     assert (outputs(loaded.model) - outputs(source.half().float())).abs().max() < 1e-3
+
+
+def test_info_reports_the_deployed_form(capsys) -> None:
+    from yoloslim.cli import main
+
+    assert main(["info", "--weights", "yolov7.yaml", "--imgsz", "64", "--no-latency"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters      37,622,682" in out  # 80 classes, as trained: RepConv branches and implicit tensors
+    assert "deployed        36,905,341 parameters" in out  # folded, as export does (the paper's 36.9 M)

@@ -1,5 +1,6 @@
 """What a model costs: parameters, GFLOPs at --imgsz, size, and CPU latency (ONNX Runtime and
-PyTorch, batch 1, median after warm-up)."""
+PyTorch, batch 1, median after warm-up). Parameters and GFLOPs are also given for the deployed form
+(BatchNorm, RepConv branches and YOLOv7's implicit tensors folded into convs, as export does)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"parameters      {stats['params']:,}")
     print(f"GFLOPs@{args.imgsz:<8} {stats['gflops']:.2f}")
+    print(f"deployed        {stats['params_fused']:,} parameters, {stats['gflops_fused']:.2f} GFLOPs (fused)")
     print(f"size (fp16)     {stats['size_mb']:.2f} MB")
     if "file_mb" in stats:
         print(f"file size       {stats['file_mb']:.2f} MB")

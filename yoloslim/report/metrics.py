@@ -68,8 +68,20 @@ def onnx_latency_ms(onnx_file: str | Path, imgsz: int, batch: int = 1, warmup: i
     return _median_ms(lambda: session.run(None, {name: x}), warmup, runs)
 
 
+def fused_cost(module: nn.Module, imgsz: int) -> tuple[int, float]:
+    """(params, GFLOPs) of the deployed form: BatchNorm, RepConv branches and implicit tensors folded into
+    convs, as export does. The module itself is left as it is."""
+    import copy
+
+    fused = copy.deepcopy(module).float().eval()
+    if hasattr(fused, "fuse"):
+        fused = fused.fuse(verbose=False)
+    return count_params(fused), gflops(fused, imgsz)
+
+
 def measure(model: str | Path | nn.Module, imgsz: int = 640, latency: bool = True, runs: int = 20) -> dict[str, Any]:
-    """Params, GFLOPs, size, ONNX file size and latencies of a checkpoint path or module."""
+    """Params, GFLOPs (as trained and as deployed), size, ONNX file size and latencies of a checkpoint path or
+    module."""
     from yoloslim.engine.export import export_onnx
     from yoloslim.models.load import load_module
 
@@ -80,6 +92,7 @@ def measure(model: str | Path | nn.Module, imgsz: int = 640, latency: bool = Tru
         "size_mb": size_mb(module),
         "imgsz": imgsz,
     }
+    stats["params_fused"], stats["gflops_fused"] = fused_cost(module, imgsz)
     if isinstance(model, (str, Path)) and str(model).endswith(".pt"):
         stats["file_mb"] = os.path.getsize(model) / 1e6
     if latency:
