@@ -190,7 +190,8 @@ class Benchmark:
 
     @staticmethod
     def _short(summary: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in summary.items() if k not in ("protected", "rewritten")}
+        """The summary without its per-module lists (PAGCP's per-unit record stays in the checkpoint)."""
+        return {k: v for k, v in summary.items() if k not in ("protected", "rewritten", "units")}
 
     def iterative(self, key: str, method: str, source: str, between: int) -> dict[str, Any]:
         """``method`` in ``plan.stages`` prunes with ``between`` finetune epochs after each but the last."""

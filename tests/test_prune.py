@@ -68,7 +68,7 @@ def test_every_method_reaches_the_window_and_runs(method: str, yolov8n_pt: Path,
 
     warnings: list[str] = []
     monkeypatch.setattr(api, "_warn", warnings.append)
-    data = shapes if METHODS[method].gradients else None
+    data = shapes if METHODS[method].needs_data else None
     result = prune_model(yolov8n_pt, method=method, speed_up=1.5, imgsz=IMGSZ, data=data, calib_batches=1, log=quiet)
     assert result.reached, result.note
     assert any("no record of sparse training" in w for w in warnings) == METHODS[method].needs_sparse_training

@@ -58,7 +58,7 @@ def pruned(tiny_pt: Path, shapes_data: str) -> Callable:
 
     def run(method: str):
         if method not in results:
-            data = shapes_data if METHODS[method].gradients else None
+            data = shapes_data if METHODS[method].needs_data else None
             results[method] = prune_model(tiny_pt, method=method, speed_up=1.5, imgsz=IMGSZ, data=data,
                                           calib_batches=1, log=quiet)
         return results[method]

@@ -7,6 +7,8 @@ Writes pruned.pt (loads with plain ultralytics.YOLO), report.json, report.md and
 prunable BN channels, with --shortcut, --layer-keep and --round-up. Several ratios
 (--prune-ratio 0.2 0.4 0.6) give one subfolder each and one table. --method slim with neither
 --prune-ratio nor --speed-up slims at the safe ratio that the checkpoint's sparse run recorded.
+--method pagcp (PAGCP) sets every layer's ratio by the task losses it measures on --calib-batches
+training batches, tuned by the --pagcp-* options.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from yoloslim.commands.common import add_data_arg, add_model_arg
 from yoloslim.prune.methods import DEFAULT_METHOD, METHODS
+from yoloslim.prune.pagcp import PagcpSettings
 from yoloslim.prune.recalibrate import DEFAULT_RECALIB_BATCHES
 from yoloslim.prune.slimming import SHORTCUT_STRATEGIES
 
@@ -50,7 +53,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "boxes, scores and DFL keep their width)")
     p.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs, latency, mAP and finetuning")
     p.add_argument("--calib-batches", type=int, default=4,
-                   help="batches of --data used by group_taylor/group_hessian")
+                   help="training batches of --data that group_taylor/group_hessian take gradients on and pagcp "
+                        "measures its losses on")
     p.add_argument("--batch", type=int, default=16, help="batch size for validation and finetuning")
     p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index for calibration, validation, finetuning")
     p.add_argument("--seed", type=int, default=0, help="same seed, same pruned architecture")
@@ -73,6 +77,18 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="every layer keeps at least this fraction of its channels (and one)")
     g.add_argument("--round-up", type=int, default=None, metavar="N",
                    help="round each pruned layer's kept channels up to a multiple of N (8 suits deployment)")
+    defaults = PagcpSettings()
+    g = p.add_argument_group("PAGCP (--method pagcp --speed-up S --data D); defaults: the official README command")
+    g.add_argument("--pagcp-rate", type=float, default=None, metavar="D0",
+                   help=f"relative growth any task's loss may take at the first layer (default {defaults.rate:g})")
+    g.add_argument("--pagcp-thres", type=float, default=None, metavar="T",
+                   help=f"with --pagcp-exp: the product of (1 + d) over a round's layers (default {defaults.thres:g})")
+    g.add_argument("--pagcp-topk", type=float, default=None, metavar="SHARE",
+                   help=f"share of layers whose pruning a round keeps, the least loss per GFLOP first "
+                        f"(default {defaults.topk:g})")
+    g.add_argument("--pagcp-exp", action=argparse.BooleanOptionalAction, default=None,
+                   help="shrink the bound after every layer so that its product is --pagcp-thres "
+                        "(default on; off: every layer gets --pagcp-rate)")
 
 
 def _row(name: str, model, args: argparse.Namespace, latency: bool | None = None) -> dict:
@@ -86,12 +102,26 @@ def _classic(args: argparse.Namespace) -> bool:
     return args.method == "slim" and args.prune_ratio is not None
 
 
+def _planner_settings(args: argparse.Namespace) -> PagcpSettings | None:
+    """The --pagcp-* options as settings for --method pagcp (None for every other method)."""
+    from yoloslim.errors import UserError
+
+    given = {name: getattr(args, f"pagcp_{name}") for name in ("rate", "thres", "topk", "exp")}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.method == "pagcp":
+        return PagcpSettings(**given)
+    if given:
+        raise UserError(f"--pagcp-{next(iter(given))} belongs to --method pagcp, not --method {args.method} — drop "
+                        f"it or choose pagcp")
+    return None
+
+
 def _prune_options(args: argparse.Namespace) -> dict:
     """What prune_model takes from the command line, apart from the target and the data."""
     return dict(method=args.method, imgsz=args.imgsz, max_steps=args.max_steps, global_pruning=args.global_pruning,
                 round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, ignore=args.ignore,
                 protect_heads=args.protect_head, calib_batches=args.calib_batches, device=args.device,
-                seed=args.seed)
+                seed=args.seed, planner_settings=_planner_settings(args))
 
 
 def _finetune_options(args: argparse.Namespace) -> dict:
@@ -179,9 +209,10 @@ def run(args: argparse.Namespace) -> int:
         args.prune_ratio = [_recorded_ratio(base, args)]
     args.speed_up = DEFAULT_SPEED_UP if args.speed_up is None else args.speed_up
     ratios = args.prune_ratio or [None]
+    planner_settings = _planner_settings(args)
     for ratio in ratios:
         check_prune_settings(args.method, args.speed_up, ratio, args.max_steps, args.round_to or None,
-                             args.max_layer_ratio, args.calib_batches, args.data)
+                             args.max_layer_ratio, args.calib_batches, args.data, planner_settings)
         check_iterative_settings(args.stages, args.stage_epochs, args.speed_up, ratio, args.data)
     if (args.layer_keep is not None or args.round_up is not None) and not _classic(args):
         raise UserError("--layer-keep and --round-up belong to classic slimming: use them with --method slim "

@@ -34,6 +34,7 @@ class PruneResult:
     rewritten: list[str]
     channels: list[dict[str, Any]] = field(default_factory=list)  # per conv layer: name, before, after
     initial_widths: dict[str, int] = field(default_factory=dict)  # what --max-layer-ratio is measured against
+    details: dict[str, Any] = field(default_factory=dict)  # a method's own planner record (PAGCP: settings, units)
 
     def summary(self) -> dict[str, Any]:
         """What is recorded in the checkpoint (``model.yoloslim["pruned"]``) and the report."""
@@ -53,6 +54,7 @@ class PruneResult:
             "steps": self.steps,
             "protected": [{"module": n, "reason": r} for n, r in self.protected],
             "rewritten": self.rewritten,
+            **self.details,
         }
 
 
@@ -69,9 +71,15 @@ def _warn(message: str) -> None:
 
 
 def check_prune_settings(method: str, speed_up: float | None, prune_ratio: float | None, max_steps: int,
-                         round_to: int | None, max_layer_ratio: float, calib_batches: int, data) -> None:
+                         round_to: int | None, max_layer_ratio: float, calib_batches: int, data,
+                         planner_settings: Any = None) -> None:
     """Every foreseeable bad setting as one line, before any work starts."""
     chosen = get_method(method)
+    if chosen.planner and prune_ratio is not None:
+        raise UserError(f"method {method!r} sets every layer's ratio itself from the measured loss — give "
+                        f"--speed-up instead of --prune-ratio")
+    if planner_settings is not None and not chosen.planner:
+        raise UserError(f"planner settings belong to a method with its own planner (pagcp), not {method!r}")
     if prune_ratio is not None:
         if not 0.0 < prune_ratio < 1.0:
             raise UserError(f"--prune-ratio must be between 0 and 1 (exclusive), got {prune_ratio}")
@@ -83,10 +91,11 @@ def check_prune_settings(method: str, speed_up: float | None, prune_ratio: float
         raise UserError(f"--round-to must be a positive channel multiple (or 0/None for no rounding), got {round_to}")
     if not 0.0 < max_layer_ratio <= 1.0:
         raise UserError(f"--max-layer-ratio must be in (0, 1], got {max_layer_ratio}")
-    if chosen.gradients:
+    if chosen.needs_data:
         if data is None:
-            raise UserError(f"method {method!r} scores channels with gradients from calibration batches — pass "
-                            f"--data DATA_YAML (or choose a method such as {DEFAULT_METHOD})")
+            uses = "scores channels with gradients" if chosen.gradients else "measures the detection loss"
+            raise UserError(f"method {method!r} {uses} from calibration batches — pass --data DATA_YAML (or "
+                            f"choose a method such as {DEFAULT_METHOD})")
         if calib_batches < 1:
             raise UserError(f"--calib-batches must be at least 1, got {calib_batches}")
 
@@ -113,6 +122,7 @@ def prune_model(
     device: str = "cpu",
     seed: int = 0,
     initial_widths: dict[str, int] | None = None,
+    planner_settings: Any = None,
     log: Callable[[str], None] = _log,
 ) -> PruneResult:
     """Prune a detector (checkpoint path, yaml name or module — a module is copied, never changed).
@@ -122,20 +132,24 @@ def prune_model(
     ``prune_ratio`` instead removes that share of the prunable channels in one step.
     Heads prune inside, down to their prediction layers; ``protect_heads`` keeps every head whole.
     ``initial_widths`` (a previous result's) keeps ``max_layer_ratio`` relative to the widths before the
-    first of several prunes.
+    first of several prunes. ``planner_settings`` go to a method's own planner (``method="pagcp"``:
+    a ``yoloslim.prune.pagcp.PagcpSettings``; None = its defaults); such a method measures its loss on
+    ``calib_batches`` training batches of ``data``, on the CPU.
     """
     from yoloslim.data.checks import check_data_yaml
     from yoloslim.engine.checkpoint import record_meta
     from yoloslim.engine.trainer import head_nc
     from yoloslim.models.load import load_module
-    from yoloslim.prune.calibration import gradient_statistics
+    from yoloslim.prune.calibration import gradient_statistics, loader_stride
     from yoloslim.prune.graph import prepare_for_pruning
     from yoloslim.prune.methods import sparse_training_warning
     from yoloslim.prune.planner import Planner
+    from yoloslim.prune.task_losses import TaskLosses
     from yoloslim.report.metrics import count_params
 
     round_to = round_to or None
-    check_prune_settings(method, speed_up, prune_ratio, max_steps, round_to, max_layer_ratio, calib_batches, data)
+    check_prune_settings(method, speed_up, prune_ratio, max_steps, round_to, max_layer_ratio, calib_batches, data,
+                         planner_settings)
     chosen = get_method(method)
     module = copy.deepcopy(model) if isinstance(model, nn.Module) else load_module(str(model))
     module = module.float().cpu().eval()
@@ -146,6 +160,10 @@ def prune_model(
         _warn(warning)
 
     started = time.perf_counter()
+    losses = None
+    if chosen.planner:
+        losses = TaskLosses.load(data, calib_batches, imgsz, calib_batch_size, loader_stride(module))
+        losses(module)  # a loss without task parts fails here, in one line, before the tracing
     base_params = count_params(module)
     prunable = prepare_for_pruning(module, imgsz=64, ignore=ignore, protect_heads=protect_heads)
     before = conv_channels(prunable.model)
@@ -157,6 +175,8 @@ def prune_model(
     planner = Planner(prunable, chosen, imgsz, global_pruning=global_pruning, round_to=round_to,
                       max_layer_ratio=max_layer_ratio, gradients=gradients, seed=seed, log=log,
                       initial=dict(initial_widths or {}))
+    if chosen.planner:
+        planner = chosen.planner()(planner, losses, planner_settings)
     outcome = planner.to_ratio(prune_ratio) if prune_ratio is not None else planner.to_speed_up(speed_up, max_steps)
     after = conv_channels(outcome.model)
     result = PruneResult(
@@ -166,7 +186,7 @@ def prune_model(
         params=count_params(outcome.model), seconds=time.perf_counter() - started, steps=outcome.steps, imgsz=imgsz,
         protected=list(prunable.protected), rewritten=list(prunable.rewritten),
         channels=[{"layer": n, "before": c, "after": after.get(n, c)} for n, c in before.items() if n in after],
-        initial_widths=dict(planner.initial),
+        initial_widths=dict(planner.initial), details=outcome.details,
     )
     if not outcome.reached and prune_ratio is None:
         _warn(f"target speed-up {speed_up:.2f}x not reached: {outcome.note}; best reached {outcome.speed_up:.3f}x "

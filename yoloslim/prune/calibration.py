@@ -7,7 +7,9 @@ name, and put back on each copy with :func:`attach_gradients`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -38,19 +40,11 @@ def gradient_statistics(model: nn.Module, data: str | Path, stat: GradientStat, 
     """
     from ultralytics.utils.torch_utils import select_device
 
-    from yoloslim.engine.trainer import head_nc
-
     if batches < 1:
         raise UserError(f"--calib-batches must be at least 1, got {batches}")
-    stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
-    loader = calibration_batches(data, imgsz, batch, stride)
-    saved_args, saved_mode = getattr(model, "args", None), model.training
+    loader = calibration_batches(data, imgsz, batch, loader_stride(model))
+    saved_mode = model.training
     saved_requires = {name: p.requires_grad for name, p in model.named_parameters()}
-    model.args = _loss_hyperparameters(saved_args)
-    model.criterion = None
-    lends_nc = not hasattr(model, "nc")  # trainers set it; RT-DETR's loss reads it
-    if lends_nc:
-        model.nc = head_nc(model)
     device = select_device(device, verbose=False)
     model.to(device).train()
     for module in model.modules():
@@ -61,31 +55,54 @@ def gradient_statistics(model: nn.Module, data: str | Path, stat: GradientStat, 
     try:
         for p in model.parameters():
             p.requires_grad_(True)
-        for seen, images in enumerate(loader, start=1):
-            model.zero_grad(set_to_none=True)
-            images = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in images.items()}
-            images["img"] = images["img"].float() / 255
-            loss, _ = model.loss(images)
-            loss.sum().backward()
-            for name, p in model.named_parameters():
-                if p.grad is not None:
-                    g = p.grad.detach().float().cpu()
-                    g = g * g if stat == "squared" else g
-                    totals[name] = totals[name] + g if name in totals else g
-            if seen == batches:
-                break
+        with loss_ready(model):
+            for seen, images in enumerate(loader, start=1):
+                model.zero_grad(set_to_none=True)
+                images = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in images.items()}
+                images["img"] = images["img"].float() / 255
+                loss, _ = model.loss(images)
+                loss.sum().backward()
+                for name, p in model.named_parameters():
+                    if p.grad is not None:
+                        g = p.grad.detach().float().cpu()
+                        g = g * g if stat == "squared" else g
+                        totals[name] = totals[name] + g if name in totals else g
+                if seen == batches:
+                    break
     finally:
         model.zero_grad(set_to_none=True)
-        model.criterion = None
-        model.args = saved_args
-        if lends_nc:
-            del model.nc
         model.cpu().train(saved_mode)
         for name, p in model.named_parameters():
             p.requires_grad_(saved_requires[name])
     if not totals:
         raise UserError(f"no calibration images found in the train split of {data} — check the dataset")
     return {name: g / seen for name, g in totals.items()}
+
+
+def loader_stride(model: nn.Module) -> int:
+    """The letterbox stride of the calibration loader: the model's largest stride, at least 32."""
+    return max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
+
+
+@contextmanager
+def loss_ready(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.loss(batch)`` works inside: loss gains on ``model.args``, a fresh criterion and, for RT-DETR's
+    loss, ``model.nc``. All is put back on exit, so the pruned checkpoint carries what the input carried."""
+    from yoloslim.engine.trainer import head_nc
+
+    saved_args = getattr(model, "args", None)
+    model.args = _loss_hyperparameters(saved_args)
+    model.criterion = None
+    lends_nc = not hasattr(model, "nc")  # trainers set it; RT-DETR's loss reads it
+    if lends_nc:
+        model.nc = head_nc(model)
+    try:
+        yield model
+    finally:
+        model.criterion = None
+        model.args = saved_args
+        if lends_nc:
+            del model.nc
 
 
 def _loss_hyperparameters(model_args):

@@ -2,7 +2,9 @@
 
 Importance and pruner are kept apart on purpose: at prune time only the ranking decides which
 channels go, while the pruner class also carries the regulariser that sparse training uses
-(``pruner.regularize``), so the same registry serves both steps.
+(``pruner.regularize``), so the same registry serves both steps. A method with a ``planner`` of its
+own (PAGCP) decides every layer's ratio by measuring the loss; its importance only ranks channels
+inside a layer.
 """
 
 from __future__ import annotations
@@ -29,10 +31,25 @@ class Method:
     gradients: GradientStat | None = None
     """Calibration gradients the importance reads from ``param.grad``: their mean (Taylor) or the
     mean of their squares (the diagonal Fisher approximation of the Hessian)."""
+    planner: Callable[[], type] | None = None
+    """Returns the planner class that replaces the importance-threshold planner (imported lazily): it sets
+    per-layer ratios itself from the detection loss on calibration batches, so it takes a speed-up, never
+    a prune ratio."""
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether the method reads calibration batches of --data."""
+        return self.gradients is not None or self.planner is not None
 
     def make_pruner(self, model: nn.Module, example_inputs: Any, importance: tp.importance.Importance,
                     **options: Any) -> tp.pruner.BasePruner:
         return self.pruner(model, example_inputs, importance=importance, **{**self.pruner_options, **options})
+
+
+def _pagcp_planner() -> type:
+    from yoloslim.prune.pagcp import PagcpPlanner
+
+    return PagcpPlanner
 
 
 METHODS: dict[str, Method] = {
@@ -57,6 +74,10 @@ METHODS: dict[str, Method] = {
                tp.importance.GroupHessianImportance, gradients="squared"),
         Method("group_taylor", "first-order Taylor saliency from calibration batches",
                tp.importance.GroupTaylorImportance, gradients="mean"),
+        Method("pagcp", "per-layer ratios set greedily by the measured task losses (PAGCP)",
+               lambda: tp.importance.GroupMagnitudeImportance(p=1, group_reduction="sum", normalizer=None,
+                                                              target_types=[nn.modules.conv._ConvNd, nn.Linear]),
+               planner=_pagcp_planner),
     )
 }
 DEFAULT_METHOD = "lamp"

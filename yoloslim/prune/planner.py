@@ -21,7 +21,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -128,32 +128,36 @@ def plan_groups(graph, model: nn.Module, importance, initial: dict[str, int], ma
     on first sight), so the per-layer limit holds across rounds.
     """
     names = {id(m): n for n, m in model.named_modules()}
-    plans = []
-    for group in graph.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)):
-        root_dep, root_idxs = group[0]
-        root = root_dep.target.module
-        ch_groups = _channel_groups(graph, group)
-        scores = importance(group)
-        if scores is None or len(root_idxs) < 2 or len(scores) % ch_groups:
+    plans = (plan_group(graph, group, names, importance, initial, max_layer_ratio, round_to)
+             for group in graph.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)))
+    return [plan for plan in plans if plan is not None]
+
+
+def plan_group(graph, group, names: dict[int, str], importance, initial: dict[str, int], max_layer_ratio: float,
+               round_to: int | None) -> GroupPlan | None:
+    """One group's plan (see :func:`plan_groups`); None for a group of one channel or without scores.
+    ``names`` maps ``id(module)`` to its name in the model."""
+    root_dep, root_idxs = group[0]
+    ch_groups = _channel_groups(graph, group)
+    scores = importance(group)
+    if scores is None or len(root_idxs) < 2 or len(scores) % ch_groups:
+        return None
+    scores = torch.nan_to_num(scores.detach().float().cpu(), nan=0.0).view(ch_groups, -1).mean(0)
+    size = len(scores)
+    start = initial.setdefault(names[id(root_dep.target.module)], size)
+    floor = channel_floor(start, max_layer_ratio, round_to if ch_groups == 1 else None)
+    prunable = torch.argsort(scores, stable=True)[: max(0, size - floor)]
+    members = []
+    for dep, idxs in group:
+        name = names.get(id(dep.target.module))
+        if name is None:
             continue
-        scores = torch.nan_to_num(scores.detach().float().cpu(), nan=0.0).view(ch_groups, -1).mean(0)
-        size = len(scores)
-        root_name = names[id(root)]
-        start = initial.setdefault(root_name, size)
-        floor = channel_floor(start, max_layer_ratio, round_to if ch_groups == 1 else None)
-        prunable = torch.argsort(scores, stable=True)[: max(0, size - floor)]
-        members = []
-        for dep, idxs in group:
-            name = names.get(id(dep.target.module))
-            if name is None:
-                continue
-            if graph.is_out_channel_pruning_fn(dep.handler):
-                members.append((name, "out", len(idxs) / len(root_idxs)))
-            elif graph.is_in_channel_pruning_fn(dep.handler):
-                members.append((name, "in", len(idxs) / len(root_idxs)))
-        plans.append(GroupPlan(root, root_dep.handler, prunable.tolist(), scores[prunable], size,
-                               ch_groups, floor, members))
-    return plans
+        if graph.is_out_channel_pruning_fn(dep.handler):
+            members.append((name, "out", len(idxs) / len(root_idxs)))
+        elif graph.is_in_channel_pruning_fn(dep.handler):
+            members.append((name, "in", len(idxs) / len(root_idxs)))
+    return GroupPlan(root_dep.target.module, root_dep.handler, prunable.tolist(), scores[prunable], size,
+                     ch_groups, floor, members)
 
 
 def _rounded(plan: GroupPlan, count: int, round_to: int | None) -> int:
@@ -258,13 +262,17 @@ def counts_for_ratio(plans: list[GroupPlan], ratio: float, global_pruning: bool,
     return counts_below(plans, ranking, min(len(ranking), wanted), round_to)
 
 
+def pruned_idxs(plan: GroupPlan, count: int) -> list[int]:
+    """The root channel indices that go when ``plan`` loses ``count`` channels (in every channel block)."""
+    return [i + block * plan.size for block in range(plan.ch_groups) for i in plan.order[:count]]
+
+
 def apply_counts(graph, plans: list[GroupPlan], counts: list[int]) -> None:
     """Prune each group's ``count`` least important channels (in every channel block)."""
     for plan, count in zip(plans, counts):
         if not count:
             continue
-        idxs = [i + block * plan.size for block in range(plan.ch_groups) for i in plan.order[:count]]
-        group = graph.get_pruning_group(plan.root, plan.handler, idxs)
+        group = graph.get_pruning_group(plan.root, plan.handler, pruned_idxs(plan, count))
         if graph.check_pruning_group(group):
             group.prune()
 
@@ -287,6 +295,7 @@ class PlanOutcome:
     steps: int
     reached: bool
     note: str = ""  # why the target window was missed, when it was
+    details: dict[str, Any] = field(default_factory=dict)  # a method's own record for the report (PAGCP: units)
 
     @property
     def speed_up(self) -> float:
@@ -327,14 +336,18 @@ class Planner:
             attach_gradients(model, self.gradients)
         return model
 
-    def analyse(self, model: nn.Module, step: int):
-        """Trace ``model``, score its groups and set up the GFLOPs prediction (one trace per round)."""
+    def graph_of(self, model: nn.Module):
+        """A dependency graph of ``model`` (a copy of the prepared model) with the same layers protected."""
         from dataclasses import replace
 
         from yoloslim.prune.graph import build_dependency_graph
 
         ignored = [model.get_submodule(n) for n in self.ignored_names]
-        graph = build_dependency_graph(replace(self.prunable, model=model, ignored_layers=ignored))
+        return build_dependency_graph(replace(self.prunable, model=model, ignored_layers=ignored))
+
+    def analyse(self, model: nn.Module, step: int):
+        """Trace ``model``, score its groups and set up the GFLOPs prediction (one trace per round)."""
+        graph = self.graph_of(model)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed + step)
             plans = plan_groups(graph, model, self.method.importance(), self.initial, self.max_layer_ratio,
@@ -347,7 +360,7 @@ class Planner:
         model = self.fresh_copy()
         graph, plans, _ = self.analyse(model, 1)
         apply_counts(graph, plans, counts_for_ratio(plans, ratio, self.global_pruning, self.round_to))
-        return self._finish(model, steps=1, reached=True)
+        return self.finish(model, steps=1, reached=True)
 
     def to_speed_up(self, target: float, max_steps: int) -> PlanOutcome:
         """Prune until base/pruned GFLOPs is in [target, target × WINDOW], in at most ``max_steps`` rounds."""
@@ -368,7 +381,7 @@ class Planner:
                      f"{now:.2f} GFLOPs, speed-up {reached:.3f}x (predicted {predicted:.3f}x, "
                      f"{time.perf_counter() - started:.1f} s)")
             if target <= reached <= target * WINDOW:
-                return self._finish(model, step, reached=True)
+                return self.finish(model, step, reached=True)
             if now >= previous:
                 note = "the last step removed nothing more (per-layer limits or round-to)"
                 break
@@ -382,9 +395,10 @@ class Planner:
             note = f"--max-steps {max_steps} was used up"
         if overshot is not None and self.base_gflops / count_gflops(model, self.imgsz) < target:
             model = overshot
-        return self._finish(model, step, reached=False, note=note)
+        return self.finish(model, step, reached=False, note=note)
 
-    def _finish(self, model: nn.Module, steps: int, reached: bool, note: str = "") -> PlanOutcome:
+    def finish(self, model: nn.Module, steps: int, reached: bool, note: str = "") -> PlanOutcome:
+        """The outcome for ``model``: gradients dropped, eval mode, one forward pass, GFLOPs counted."""
         model.zero_grad(set_to_none=True)
         model.eval()
         with torch.no_grad():

@@ -55,6 +55,14 @@ def markdown_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> 
                   + ("–" if s["map50_95_finetuned"] is None else f"{s['map50_95_finetuned']:.3f}") + " |"
                   for s in summary["stages"]]
         lines.append("")
+    if summary.get("units"):
+        lines += ["## Units (PAGCP)", "", "Each dependency group in visiting order: the ratio its loss bound allowed, "
+                  "the task that broke the bound at the next ratio, and the channels the round's result removed "
+                  "(top-P and landing).", "", "| round | visit | unit | ratio | removed / channels | breaking task |",
+                  "|---:|---:|---|---:|---:|---|"]
+        lines += [f"| {u['round']} | {u['visit']} | `{u['unit']}` | {u['ratio']:.2f} | {u['applied']} / "
+                  f"{u['channels']} | {u['breaking_task'] or '–'} |" for u in summary["units"]]
+        lines.append("")
     lines += ["## Protected modules", ""]
     lines += [f"- `{p['module']}` — {p['reason']}" for p in summary["protected"]] or ["- none"]
     if summary.get("rewritten"):
