@@ -1,14 +1,14 @@
 """Which sparse-training defaults separate the channels the loss does not defend, in a short run.
 
     OMP_NUM_THREADS=2 python benchmarks/sparse_defaults.py [--quick] [--methods-out DIR] [--out DIR]
-                                                           [--optimizers auto SGD] [--nbs batch 64]
+                                                           [--optimizers auto SGD AdamW@0.002] [--nbs batch 64]
                                                            [--sr 1e-3 1e-2 3e-2] [--share 0.1]
 
 The digits benchmark's trained baseline (from ``benchmarks/methods.py``'s cache in ``--methods-out``; trained
 there, with its plan, when missing) is sparse-trained for ``--share`` of its epochs once per grid cell: every
 optimizer × nominal batch × sr, everything else at `yoloslim sparse`'s defaults. ``auto`` is the current
-default (ultralytics picks AdamW and its lr); ``nbs batch`` steps the optimizer every batch, 64 is
-ultralytics' own. Per cell, on the run's last.pt (the checkpoint the run's last line judges): the verdict
+default (ultralytics picks AdamW and its lr); ``NAME@LR`` fixes the learning rate (``AdamW@0.002`` is the
+methods benchmark's recipe); ``nbs batch`` steps the optimizer every batch, 64 is ultralytics' own. Per cell, on the run's last.pt (the checkpoint the run's last line judges): the verdict
 (gap ratio, safe ratio), mAP50-95 of the sparse model, and mAP50-95 right after classic slimming (no BN
 recalibration, no finetuning) at the safe ratio with `yoloslim prune --method slim`'s defaults (what a bare
 ``prune --method slim`` does with the recorded ratio) and at 0.5 with ``--round-up 8 --layer-keep 0.01``, each
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _methods_lib import Plan, StepCache, config_hash, write_json  # noqa: E402
 from yoloslim.report.machine import machine_info  # noqa: E402
 
-OPTIMIZERS = ("auto", "SGD")
+OPTIMIZERS = ("auto", "SGD", "AdamW@0.002")
 NOMINAL_BATCHES = ("batch", "64")
 SRS = (1e-3, 1e-2, 3e-2)
 SHARE = 0.1  # sparse epochs as a share of the baseline's (the issue's 10–25%: the short end)
@@ -48,9 +48,17 @@ def log(text: str) -> None:
 
 @dataclass(frozen=True)
 class Cell:
-    optimizer: str
+    optimizer: str  # an ultralytics optimizer name, optionally NAME@LR
     nbs: str  # "batch" or a number of images
     sr: float
+
+    @property
+    def optimizer_name(self) -> str:
+        return self.optimizer.split("@")[0]
+
+    @property
+    def lr0(self) -> float | None:
+        return float(self.optimizer.split("@")[1]) if "@" in self.optimizer else None
 
     def nominal_batch(self, batch: int) -> int:
         return batch if self.nbs == "batch" else int(self.nbs)
@@ -114,7 +122,8 @@ class Grid:
             log(f"{cell.key}: sparse training {self.epochs} epochs")
             started, counter = time.perf_counter(), StepCounter()
             result = sparse_train(self.baseline, self.data, sr=cell.sr, epochs=self.epochs, imgsz=p.imgsz,
-                                  batch=p.batch, optimizer=cell.optimizer, nbs=cell.nominal_batch(p.batch),
+                                  batch=p.batch, optimizer=cell.optimizer_name, nbs=cell.nominal_batch(p.batch),
+                                  **({"lr0": cell.lr0} if cell.lr0 is not None else {}),
                                   seed=p.seed, plots=False, project=self.out / "runs", name=cell.key, exist_ok=True,
                                   callbacks=[(BEFORE_OPTIMIZER_STEP, counter)])
             seconds = time.perf_counter() - started
@@ -170,8 +179,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods-out", default="runs/benchmarks/methods-full",
                         help="benchmarks/methods.py's --out: its cache holds the baseline and the data")
     parser.add_argument("--out", default="runs/benchmarks/sparse-defaults", help="cache and report folder")
-    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), metavar="NAME",
-                        help="ultralytics optimizers ('auto' is the current default)")
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), metavar="NAME[@LR]",
+                        help="ultralytics optimizers ('auto' is the current default), NAME@LR to fix the lr")
     parser.add_argument("--nbs", nargs="+", default=list(NOMINAL_BATCHES), metavar="N",
                         help="nominal batches: 'batch' (step every batch) or a number of images")
     parser.add_argument("--sr", nargs="+", type=float, default=list(SRS), help="penalty coefficients")
@@ -188,9 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     try:
-        unknown = sorted(set(args.optimizers) - set(KNOWN))
+        unknown = sorted({o.split("@")[0] for o in args.optimizers} - set(KNOWN))
         if unknown:
             raise UserError(f"unknown optimizer(s) {', '.join(unknown)} — choose from {' '.join(KNOWN)}")
+        for spec in (o for o in args.optimizers if "@" in o):
+            try:
+                Cell(spec, "batch", 1.0).lr0
+            except ValueError:
+                raise UserError(f"--optimizers {spec}: the part after @ must be a learning rate, e.g. AdamW@0.002"
+                                ) from None
         if any(n != "batch" and not (n.isdigit() and int(n) >= 1) for n in args.nbs):
             raise UserError(f"--nbs takes 'batch' or positive numbers of images, got {' '.join(args.nbs)}")
         if not 0.0 < args.share <= 1.0 or any(not sr > 0 for sr in args.sr):
