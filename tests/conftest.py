@@ -105,3 +105,21 @@ def outputs_in_fresh_process(paths: list[Path], x, folder: Path) -> list[tuple[i
     assert done.returncode == 0, done.stderr[-2000:]
     counts = [int(line) for line in done.stdout.split()[-len(paths):]]
     return [(count, torch.load(Path(f"{path}.out"))) for path, count in zip(paths, counts)]
+
+
+def pruned_once(weights: Path, data: str, speed_up: float = 1.5, imgsz: int = 64):
+    """``run(method)``: ``weights`` pruned to ``speed_up`` at ``imgsz`` with each method, computed once per method
+    (methods that measure on data get ``data``, one calibration batch)."""
+    from yoloslim.prune.api import prune_model
+    from yoloslim.prune.methods import METHODS
+
+    results = {}
+
+    def run(method: str):
+        if method not in results:
+            needs = METHODS[method].needs_data
+            results[method] = prune_model(weights, method=method, speed_up=speed_up, imgsz=imgsz,
+                                          data=data if needs else None, calib_batches=1, log=lambda _: None)
+        return results[method]
+
+    return run

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import yoloslim  # noqa: F401  (offline setup before ultralytics)
-from conftest import outputs_in_fresh_process
+from conftest import outputs_in_fresh_process, pruned_once
 from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
 from yoloslim.errors import UserError
 from yoloslim.models.yolov5.model import YOLOv5DetectionModel
@@ -20,10 +20,6 @@ from yoloslim.prune.methods import METHODS
 from yoloslim.report.metrics import count_params
 
 IMGSZ = 64
-
-
-def quiet(_: str) -> None:
-    """Swallow planner progress lines."""
 
 
 def predictions(model: torch.nn.Module) -> torch.Tensor:
@@ -50,18 +46,7 @@ def yolov5n_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pruned(yolov5n_pt: Path, shapes_data: str) -> Callable:
     """``pruned(method)``: yolov5n pruned to 1.5x at 64 px, computed once per method for this module's tests."""
-    from yoloslim.prune.api import prune_model
-
-    results = {}
-
-    def run(method: str):
-        if method not in results:
-            data = shapes_data if METHODS[method].needs_data else None
-            results[method] = prune_model(yolov5n_pt, method=method, speed_up=1.5, imgsz=IMGSZ, data=data,
-                                          calib_batches=1, log=quiet)
-        return results[method]
-
-    return run
+    return pruned_once(yolov5n_pt, shapes_data, speed_up=1.5, imgsz=IMGSZ)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import yoloslim  # noqa: F401  (offline setup before ultralytics)
-from conftest import outputs_in_fresh_process
+from conftest import outputs_in_fresh_process, pruned_once
 from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
 from yoloslim.models.anchor_specs import build_anchor_model
 from yoloslim.prune.methods import METHODS
@@ -51,19 +51,8 @@ def tiny_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pruned(tiny_pt: Path, shapes_data: str) -> Callable:
-    """``pruned(method)``: yolov7-tiny pruned to 1.5x at 64 px, computed once per method."""
-    from yoloslim.prune.api import prune_model
-
-    results = {}
-
-    def run(method: str):
-        if method not in results:
-            data = shapes_data if METHODS[method].needs_data else None
-            results[method] = prune_model(tiny_pt, method=method, speed_up=1.5, imgsz=IMGSZ, data=data,
-                                          calib_batches=1, log=quiet)
-        return results[method]
-
-    return run
+    """``pruned(method)``: yolov7-tiny pruned to 1.5x at 64 px, computed once per method for this module's tests."""
+    return pruned_once(tiny_pt, shapes_data, speed_up=1.5, imgsz=IMGSZ)
 
 
 @pytest.mark.slow
