@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 python benchmarks/sparse_defaults.py [--quick] [--methods-out DIR] [--out DIR]
                                                            [--optimizers auto SGD AdamW@0.002] [--nbs batch 64]
-                                                           [--sr 1e-3 1e-2 3e-2] [--share 0.1]
+                                                           [--sr 1e-3 1e-2 3e-2] [--share 0.1] [--data D]
 
 The digits benchmark's trained baseline (from ``benchmarks/methods.py``'s cache in ``--methods-out``; trained
 there, with its plan, when missing) is sparse-trained for ``--share`` of its epochs once per grid cell: every
@@ -24,7 +24,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="nominal batches: 'batch' (step every batch) or a number of images")
     parser.add_argument("--sr", nargs="+", type=float, default=list(SRS), help="penalty coefficients")
     parser.add_argument("--share", type=float, default=SHARE, help="sparse epochs as a share of the baseline's")
+    parser.add_argument("--data", help="data.yaml of another dataset (default: the methods benchmark's digits); its "
+                                       "baseline is trained with the same plan, cached in --methods-out")
     return parser.parse_args(argv)
 
 
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
+    if args.data:
+        plan = replace(plan, data=str(Path(args.data).resolve()))
     try:
         unknown = sorted({o.split("@")[0] for o in args.optimizers} - set(KNOWN))
         if unknown:
