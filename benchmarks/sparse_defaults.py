@@ -93,9 +93,9 @@ class Grid:
         self.bench = Benchmark(plan, methods_out)
         self.out = out.resolve()
         self.epochs = max(1, round(plan.baseline_epochs * share))
-        self.steps = StepCache(self.out / "cache" / ("grid-" + config_hash(  # new defaults: new cells
+        self.steps = StepCache(self.out / "cache" / ("grid-" + config_hash(  # what cells do not set themselves
             {"baseline": plan.baseline_key(), "epochs": self.epochs, "methods_out": str(methods_out.resolve()),
-             "defaults": asdict(SPARSE_DEFAULTS)})))
+             "schedule": SPARSE_DEFAULTS.schedule, "method": SPARSE_DEFAULTS.method})))
         self.data: Path | None = None
         self.baseline = ""
 
@@ -109,16 +109,19 @@ class Grid:
             "weights": self.baseline, **validate(self.baseline, self.data, imgsz=p.imgsz, batch=p.batch)})
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
-        from yoloslim.engine.checkpoint import checkpoint_module, model_meta, read_checkpoint
+        """The cell's sparse run (cached), judged by the current verdict code, and its classic cuts (cached per
+        verdict: a new verdict rule re-judges the stored last.pt without training again)."""
+        from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
         from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP
         from yoloslim.engine.validate import validate
         from yoloslim.prune.classic import slim_prune_model
         from yoloslim.sparsity.api import sparse_train
-        from yoloslim.sparsity.verdict import Verdict
+        from yoloslim.sparsity.compare import module_selection
+        from yoloslim.sparsity.verdict import judge_model
 
         p = self.plan
 
-        def run() -> dict[str, Any]:
+        def train() -> dict[str, Any]:
             log(f"{cell.key}: sparse training {self.epochs} epochs")
             started, counter = time.perf_counter(), StepCounter()
             result = sparse_train(self.baseline, self.data, sr=cell.sr, epochs=self.epochs, imgsz=p.imgsz,
@@ -127,26 +130,30 @@ class Grid:
                                   seed=p.seed, plots=False, project=self.out / "runs", name=cell.key, exist_ok=True,
                                   callbacks=[(BEFORE_OPTIMIZER_STEP, counter)])
             seconds = time.perf_counter() - started
-            ckpt = read_checkpoint(result.last)
-            module = checkpoint_module(ckpt)
-            verdict = Verdict.from_record(model_meta(module)["sparse"]["verdict"])
-            args = ckpt.get("train_args") or {}
-            row = {**asdict(cell), "optimizer_used": args.get("optimizer"), "lr0_used": args.get("lr0"),
-                   "epochs": self.epochs, "optimizer_steps": counter.steps, "weights": str(result.last),
-                   "sparse_seconds": round(seconds, 1), "verdict": {k: finite(v) for k, v in asdict(verdict).items()},
-                   "sparse": validate(result.last, self.data, imgsz=p.imgsz, batch=p.batch)}
-            if verdict.separated:
-                pruned = slim_prune_model(module, verdict.safe_ratio, layer_keep=verdict.layer_keep, imgsz=p.imgsz)
-                row["at_safe_ratio"] = {"speed_up": pruned.speed_up,
-                                        **validate(pruned.model, self.data, imgsz=p.imgsz, batch=p.batch)}
-            pruned = slim_prune_model(module, FIXED_RATIO, round_up=FIXED_ROUND_UP, layer_keep=FIXED_LAYER_KEEP,
-                                      imgsz=p.imgsz)
-            row["at_fixed_ratio"] = {"speed_up": pruned.speed_up,
-                                     **validate(pruned.model, self.data, imgsz=p.imgsz, batch=p.batch)}
-            return row
+            args = read_checkpoint(result.last).get("train_args") or {}
+            return {**asdict(cell), "optimizer_used": args.get("optimizer"), "lr0_used": args.get("lr0"),
+                    "epochs": self.epochs, "optimizer_steps": counter.steps, "weights": str(result.last),
+                    "sparse_seconds": round(seconds, 1),
+                    "sparse": validate(result.last, self.data, imgsz=p.imgsz, batch=p.batch)}
 
-        row = self.steps.get_or_run(cell.key, run)
-        log(f"{cell.key}: gap {row['verdict']['gap_ratio']:.3g}x, safe ratio {row['verdict']['safe_ratio']:g}")
+        row = dict(self.steps.get_or_run(cell.key, train))
+        module = checkpoint_module(read_checkpoint(row["weights"]))
+        verdict = judge_model(module, module_selection(module))
+        row["verdict"] = {k: finite(v) for k, v in asdict(verdict).items()}
+
+        def cut(ratio: float, **options: Any) -> dict[str, Any]:
+            pruned = slim_prune_model(module, ratio, imgsz=p.imgsz, **options)
+            return {"ratio": ratio, "speed_up": pruned.speed_up,
+                    **validate(pruned.model, self.data, imgsz=p.imgsz, batch=p.batch)}
+
+        if verdict.separated:
+            row["at_safe_ratio"] = self.steps.get_or_run(
+                f"{cell.key}-cut-{verdict.safe_ratio:g}-keep{verdict.layer_keep}",
+                lambda: cut(verdict.safe_ratio, layer_keep=verdict.layer_keep))
+        row["at_fixed_ratio"] = self.steps.get_or_run(
+            f"{cell.key}-cut-{FIXED_RATIO:g}-up{FIXED_ROUND_UP}-keep{FIXED_LAYER_KEEP}",
+            lambda: cut(FIXED_RATIO, round_up=FIXED_ROUND_UP, layer_keep=FIXED_LAYER_KEEP))
+        log(f"{cell.key}: gap {verdict.gap_ratio:.3g}x, safe ratio {verdict.safe_ratio:g}")
         return row
 
 
