@@ -123,3 +123,18 @@ def pruned_once(weights: Path, data: str, speed_up: float = 1.5, imgsz: int = 64
         return results[method]
 
     return run
+
+
+def distill_one_epoch(student: str, teacher: str, data: str, folder: Path, imgsz: int = 64) -> dict[str, str]:
+    """``yoloslim distill`` with L2 logits and CWD features for one epoch; the first results.csv row (the run is
+    ``folder/kd``)."""
+    import csv
+
+    from yoloslim.cli import main
+
+    code = main(["distill", "--model", student, "--teacher", teacher, "--data", data, "--logit", "l2", "--feature",
+                 "cwd", "--epochs", "1", "--imgsz", str(imgsz), "--batch", "4", "--workers", "0", "--no-plots",
+                 "--project", str(folder), "--name", "kd"])
+    assert code == 0
+    with open(folder / "kd" / "results.csv") as f:
+        return next(csv.DictReader(f))

@@ -1,10 +1,9 @@
-"""Every yoloslim method on the anchor-based YOLOv5: the 10 planner methods, classic slimming with each
+"""Every yoloslim method on the anchor-based YOLOv5: every pruning method (PAGCP included), classic slimming with each
 shortcut strategy, sparse training's derived exclusions, distillation (objectness included), and pruned
 checkpoints that reload in a fresh process."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 import yoloslim  # noqa: F401  (offline setup before ultralytics)
-from conftest import outputs_in_fresh_process, pruned_once
+from conftest import distill_one_epoch, outputs_in_fresh_process, pruned_once
 from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
 from yoloslim.errors import UserError
 from yoloslim.models.yolov5.model import YOLOv5DetectionModel
@@ -164,14 +163,7 @@ def test_logit_distillation_refuses_heads_of_another_kind() -> None:
 @pytest.mark.slow
 def test_distill_command_trains_a_yaml_student_from_a_yolov5_teacher(yolov5n_pt: Path, shapes_data: str,
                                                                       tmp_path: Path) -> None:
-    from yoloslim.cli import main
-
-    code = main(["distill", "--model", "yolov5n-anchor.yaml", "--teacher", str(yolov5n_pt), "--data", shapes_data,
-                 "--logit", "l2", "--feature", "cwd", "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4",
-                 "--workers", "0", "--no-plots", "--project", str(tmp_path), "--name", "kd"])
-    assert code == 0
-    with open(tmp_path / "kd" / "results.csv") as f:
-        row = next(csv.DictReader(f))
+    row = distill_one_epoch("yolov5n-anchor.yaml", str(yolov5n_pt), shapes_data, tmp_path, IMGSZ)
     for column in ("train/box_loss", "train/obj_loss", "train/logit_l2", "train/feat_cwd"):
         assert float(row[column]) > 0, column
     student = checkpoint_module(read_checkpoint(tmp_path / "kd" / "weights" / "best.pt"))

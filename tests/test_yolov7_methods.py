@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import yoloslim  # noqa: F401  (offline setup before ultralytics)
-from conftest import outputs_in_fresh_process, pruned_once
+from conftest import distill_one_epoch, outputs_in_fresh_process, pruned_once
 from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
 from yoloslim.models.anchor_specs import build_anchor_model
 from yoloslim.prune.methods import METHODS
@@ -156,17 +156,8 @@ def test_one_epoch_with_ota_lowers_the_loss_and_validates(shapes_data: str, tmp_
 @pytest.mark.slow
 def test_distill_a_pruned_student_from_its_unpruned_teacher(tiny_pt: Path, pruned: Callable, shapes_data: str,
                                                             tmp_path: Path) -> None:
-    import csv
-
-    from yoloslim.cli import main
-
     student = save_model_checkpoint(pruned("lamp").model, tmp_path / "student.pt")
-    code = main(["distill", "--model", str(student), "--teacher", str(tiny_pt), "--data", shapes_data,
-                 "--logit", "l2", "--feature", "cwd", "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4",
-                 "--workers", "0", "--no-plots", "--project", str(tmp_path), "--name", "kd"])
-    assert code == 0
-    with open(tmp_path / "kd" / "results.csv") as f:
-        row = next(csv.DictReader(f))
+    row = distill_one_epoch(str(student), str(tiny_pt), shapes_data, tmp_path, IMGSZ)
     for column in ("train/box_loss", "train/obj_loss", "train/logit_l2", "train/feat_cwd"):
         assert float(row[column]) > 0, column
     result = checkpoint_module(read_checkpoint(tmp_path / "kd" / "weights" / "best.pt"))
