@@ -79,7 +79,8 @@ def anchor_model_class(cfg: dict) -> type:
 
 def build_anchor_model(cfg: str | Path | dict, **kwargs):
     """The anchor-based model a yaml name, path or dict describes, of the family it belongs to."""
-    return anchor_model_class(load_cfg(cfg))(cfg, **kwargs)
+    resolved = load_cfg(cfg)  # read once: the model class takes the resolved dict
+    return anchor_model_class(resolved)(resolved, **kwargs)
 
 
 def is_anchor_cfg(cfg: str | Path | dict | None) -> bool:

@@ -17,6 +17,7 @@ the dict, check that both have the same layers, and load the weights strictly.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class Dialect:
     to_our_layout: Callable[[Pickled], bool] = field(default=lambda tree: False)
 
 
+@functools.cache
 def _dialects() -> dict[str, Dialect]:
     from yoloslim.models.yolov5.importer import YOLOV5_DIALECT
     from yoloslim.models.yolov7.importer import YOLOV7_DIALECT
@@ -61,8 +63,10 @@ def _dialects() -> dict[str, Dialect]:
     return {d.family: d for d in (YOLOV5_DIALECT, YOLOV7_DIALECT)}
 
 
-def _known_classes() -> set[str]:
-    return {name for d in _dialects().values() for name in d.classes}
+@functools.cache
+def _known_classes() -> frozenset[str]:
+    """Asked once per name a pickle refers to, so built once."""
+    return frozenset(name for d in _dialects().values() for name in d.classes)
 
 
 class Pickled:

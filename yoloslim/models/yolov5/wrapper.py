@@ -13,7 +13,7 @@ from typing import Any
 from ultralytics import YOLO
 from ultralytics.cfg import DEFAULT_CFG_DICT
 
-from yoloslim.models.anchor_specs import anchor_model_class, build_anchor_model, load_cfg
+from yoloslim.models.anchor_specs import build_anchor_model
 
 
 class AnchorYOLOv5(YOLO):
@@ -32,5 +32,4 @@ class AnchorYOLOv5(YOLO):
         from yoloslim.engine.trainer import SlimDetectionTrainer
 
         tasks = super().task_map
-        model_class = anchor_model_class(load_cfg(self.cfg))
-        return {**tasks, "detect": {**tasks["detect"], "model": model_class, "trainer": SlimDetectionTrainer}}
+        return {**tasks, "detect": {**tasks["detect"], "model": type(self.model), "trainer": SlimDetectionTrainer}}
