@@ -8,7 +8,8 @@ prunable BN channels, with --shortcut, --layer-keep and --round-up. Several rati
 (--prune-ratio 0.2 0.4 0.6) give one subfolder each and one table. --method slim with neither
 --prune-ratio nor --speed-up slims at the safe ratio that the checkpoint's sparse run recorded.
 --method pagcp (PAGCP) sets every layer's ratio by the task losses it measures on --calib-batches
-training batches, tuned by the --pagcp-* options.
+training batches, tuned by the --pagcp-* options. --latency-speed-up T aims at a measured latency
+speed-up on the deployment runtime instead of a GFLOPs one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from yoloslim.commands.common import add_data_arg, add_model_arg
+from yoloslim.latency.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from yoloslim.prune.methods import DEFAULT_METHOD, METHODS
 from yoloslim.prune.pagcp import PagcpSettings
 from yoloslim.prune.recalibrate import DEFAULT_RECALIB_BATCHES
@@ -77,6 +79,20 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="every layer keeps at least this fraction of its channels (and one)")
     g.add_argument("--round-up", type=int, default=None, metavar="N",
                    help="round each pruned layer's kept channels up to a multiple of N (8 suits deployment)")
+    g = p.add_argument_group(
+        "pruning to a measured latency (--latency-speed-up T)",
+        "Times every prunable conv on the runtime across the widths the planner can produce (a latency table, "
+        "cached in --out and reused), plans on it with channels ranked by importance per millisecond, then "
+        "times the pruned model against the base, alternately, and corrects until the measured speed-up is in "
+        "[T, 1.05 T]. Measure on a quiet machine: other load shows up in the numbers.")
+    g.add_argument("--latency-speed-up", type=float, default=None, metavar="T",
+                   help="instead of --speed-up/--prune-ratio: target base / pruned latency at --imgsz, measured")
+    g.add_argument("--runtime", default=DEFAULT_RUNTIME,
+                   help=f"where latency is measured: {', '.join(RUNTIMES)}")
+    g.add_argument("--latency-threads", type=int, default=1, help="runtime threads (as on the device)")
+    g.add_argument("--latency-batch", type=int, default=1, help="batch size latency is measured at")
+    g.add_argument("--latency-runs", type=int, default=20,
+                   help="timed runs of base and pruned model (alternating; the medians count)")
     defaults = PagcpSettings()
     g = p.add_argument_group("PAGCP (--method pagcp --speed-up S --data D); defaults: the official README command")
     g.add_argument("--pagcp-rate", type=float, default=None, metavar="D0",
@@ -121,7 +137,34 @@ def _prune_options(args: argparse.Namespace) -> dict:
     return dict(method=args.method, imgsz=args.imgsz, max_steps=args.max_steps, global_pruning=args.global_pruning,
                 round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, ignore=args.ignore,
                 protect_heads=args.protect_head, calib_batches=args.calib_batches, device=args.device,
-                seed=args.seed, planner_settings=_planner_settings(args))
+                seed=args.seed, planner_settings=_planner_settings(args), latency=_latency_target(args))
+
+
+def _latency_target(args: argparse.Namespace):
+    """--latency-* as the planner's latency settings (None without --latency-speed-up); tables cached in --out."""
+    from yoloslim.latency.cost import LatencyTarget
+
+    if args.latency_speed_up is None:
+        return None
+    return LatencyTarget(args.runtime, args.latency_threads, args.latency_batch, args.latency_runs,
+                         Path(args.out).expanduser().resolve() / "latency-tables")
+
+
+def _check_latency_args(args: argparse.Namespace) -> None:
+    """--latency-speed-up replaces the other targets; it goes through the one-shot planner only."""
+    from yoloslim.errors import UserError
+
+    if args.latency_speed_up is None:
+        return
+    if args.speed_up is not None or args.prune_ratio is not None:
+        given = "--speed-up" if args.speed_up is not None else "--prune-ratio"
+        raise UserError(f"--latency-speed-up and {given} both set the target — give one of them")
+    if not args.latency_speed_up > 1.0:
+        raise UserError(f"--latency-speed-up must be greater than 1.0 (base / pruned latency), got "
+                        f"{args.latency_speed_up}")
+    if args.stages > 1:
+        raise UserError("--latency-speed-up prunes in one stage — drop --stages")
+    args.speed_up = args.latency_speed_up
 
 
 def _finetune_options(args: argparse.Namespace) -> dict:
@@ -183,6 +226,8 @@ def _prune_and_measure(module, ratio: float | None, args: argparse.Namespace, fo
                                                                     "recalib_batches": recalib}
     result = _prune_once(module, ratio, args)
     label = f"{args.method} {result.speed_up:.2f}x" + (f" (ratio {ratio:g})" if ratio is not None else "")
+    if "latency" in result.details:
+        label = f"{args.method} {result.details['latency']['measured_speed_up']:.2f}x latency"
     if not recalib:
         return result, [baseline, _row(label, result.model, args)], {"recalib_batches": 0}
     plain = _row(label, result.model, args, latency=False)
@@ -204,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
 
     is_pt = str(args.weights).endswith(".pt")
     base = None
+    _check_latency_args(args)
     if _recorded_ratio_wanted(args):
         base = read_checkpoint(args.weights) if is_pt else None
         args.prune_ratio = [_recorded_ratio(base, args)]
@@ -212,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
     planner_settings = _planner_settings(args)
     for ratio in ratios:
         check_prune_settings(args.method, args.speed_up, ratio, args.max_steps, args.round_to or None,
-                             args.max_layer_ratio, args.calib_batches, args.data, planner_settings)
+                             args.max_layer_ratio, args.calib_batches, args.data, planner_settings,
+                             _latency_target(args))
         check_iterative_settings(args.stages, args.stage_epochs, args.speed_up, ratio, args.data)
     if (args.layer_keep is not None or args.round_up is not None) and not _classic(args):
         raise UserError("--layer-keep and --round-up belong to classic slimming: use them with --method slim "

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 from torch import nn
 
 from yoloslim.errors import UserError
+from yoloslim.latency.cost import LatencyTarget
 from yoloslim.prune.methods import DEFAULT_METHOD, get_method
 
 
@@ -72,9 +73,21 @@ def _warn(message: str) -> None:
 
 def check_prune_settings(method: str, speed_up: float | None, prune_ratio: float | None, max_steps: int,
                          round_to: int | None, max_layer_ratio: float, calib_batches: int, data,
-                         planner_settings: Any = None) -> None:
+                         planner_settings: Any = None, latency: LatencyTarget | None = None) -> None:
     """Every foreseeable bad setting as one line, before any work starts."""
     chosen = get_method(method)
+    if latency is not None:
+        if prune_ratio is not None:
+            raise UserError("--latency-speed-up and --prune-ratio both set the target — give one of them")
+        if chosen.planner:
+            raise UserError(f"method {method!r} plans on GFLOPs with its own planner — use --speed-up with it, or "
+                            f"another method with --latency-speed-up")
+        if latency.batch < 1 or latency.runs < 1:
+            raise UserError(f"--latency-batch and --latency-runs must be at least 1, got {latency.batch} and "
+                            f"{latency.runs}")
+        from yoloslim.latency.runtimes import get_runtime
+
+        get_runtime(latency.runtime, latency.threads)
     if chosen.planner and prune_ratio is not None:
         raise UserError(f"method {method!r} sets every layer's ratio itself from the measured loss — give "
                         f"--speed-up instead of --prune-ratio")
@@ -100,6 +113,21 @@ def check_prune_settings(method: str, speed_up: float | None, prune_ratio: float
             raise UserError(f"--calib-batches must be at least 1, got {calib_batches}")
 
 
+def latency_cost(planner, latency: LatencyTarget, target: float, log: Callable[[str], None]):
+    """The planner's cost model for a latency target: the model's latency table (built or read from the cache)
+    on the chosen runtime."""
+    from yoloslim.latency.cost import LatencyCost
+    from yoloslim.latency.runtimes import get_runtime
+    from yoloslim.latency.table import build_table, evenly_narrowed
+
+    runtime = get_runtime(latency.runtime, latency.threads)
+    model = planner.prunable.model
+    table = build_table(model, runtime, planner.imgsz, latency.batch, planner.round_to, planner.max_layer_ratio,
+                        cache=latency.cache, runs=latency.runs, log=log,
+                        calibration=lambda: evenly_narrowed(model, planner.imgsz))
+    return LatencyCost(planner, table, runtime, latency.batch, latency.runs, target)
+
+
 def conv_channels(model: nn.Module) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)}
 
@@ -123,6 +151,7 @@ def prune_model(
     seed: int = 0,
     initial_widths: dict[str, int] | None = None,
     planner_settings: Any = None,
+    latency: LatencyTarget | None = None,
     log: Callable[[str], None] = _log,
 ) -> PruneResult:
     """Prune a detector (checkpoint path, yaml name or module — a module is copied, never changed).
@@ -134,7 +163,8 @@ def prune_model(
     ``initial_widths`` (a previous result's) keeps ``max_layer_ratio`` relative to the widths before the
     first of several prunes. ``planner_settings`` go to a method's own planner (``method="pagcp"``:
     a ``yoloslim.prune.pagcp.PagcpSettings``; None = its defaults); such a method measures its loss on
-    ``calib_batches`` training batches of ``data``, on the CPU.
+    ``calib_batches`` training batches of ``data``, on the CPU. With ``latency``, ``speed_up`` is base / pruned
+    latency measured on that runtime at ``imgsz`` (the planner predicts it from a per-layer latency table).
     """
     from yoloslim.data.checks import check_data_yaml
     from yoloslim.engine.checkpoint import record_meta
@@ -149,7 +179,7 @@ def prune_model(
 
     round_to = round_to or None
     check_prune_settings(method, speed_up, prune_ratio, max_steps, round_to, max_layer_ratio, calib_batches, data,
-                         planner_settings)
+                         planner_settings, latency)
     chosen = get_method(method)
     module = copy.deepcopy(model) if isinstance(model, nn.Module) else load_module(str(model))
     module = module.float().cpu().eval()
@@ -177,7 +207,12 @@ def prune_model(
                       initial=dict(initial_widths or {}))
     if chosen.planner:
         planner = chosen.planner()(planner, losses, planner_settings)
-    outcome = planner.to_ratio(prune_ratio) if prune_ratio is not None else planner.to_speed_up(speed_up, max_steps)
+    if latency is not None:
+        outcome = planner.to_speed_up(speed_up, max_steps, latency_cost(planner, latency, speed_up, log))
+    elif prune_ratio is not None:
+        outcome = planner.to_ratio(prune_ratio)
+    else:
+        outcome = planner.to_speed_up(speed_up, max_steps)
     after = conv_channels(outcome.model)
     result = PruneResult(
         model=outcome.model, method=method, target=None if prune_ratio is not None else speed_up,
@@ -189,8 +224,10 @@ def prune_model(
         initial_widths=dict(planner.initial), details=outcome.details,
     )
     if not outcome.reached and prune_ratio is None:
-        _warn(f"target speed-up {speed_up:.2f}x not reached: {outcome.note}; best reached {outcome.speed_up:.3f}x "
-              f"— kept that result (raise --max-layer-ratio/--max-steps, protect fewer modules, or lower --speed-up)")
+        best = outcome.details["latency"]["measured_speed_up"] if latency else outcome.speed_up
+        _warn(f"target {'latency ' if latency else ''}speed-up {speed_up:.2f}x not reached: {outcome.note}; best "
+              f"reached {best:.3f}x — kept that result (raise --max-layer-ratio/--max-steps, protect fewer modules, "
+              f"or lower the target)")
     record_meta(result.model, pruned=result.summary())
     log(f"pruned with {method}: {result.base_gflops:.2f} -> {result.gflops:.2f} GFLOPs ({result.speed_up:.3f}x), "
         f"{result.base_params:,} -> {result.params:,} params in {result.seconds:.1f} s")

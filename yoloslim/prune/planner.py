@@ -21,7 +21,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -160,7 +160,7 @@ def plan_group(graph, group, names: dict[int, str], importance, initial: dict[st
                      ch_groups, floor, members)
 
 
-def _rounded(plan: GroupPlan, count: int, round_to: int | None) -> int:
+def rounded_count(plan: GroupPlan, count: int, round_to: int | None) -> int:
     """torch-pruning's ``round_to``: remaining channels rounded down to a multiple, but never below the floor."""
     if count <= 0:
         return 0
@@ -199,12 +199,22 @@ class GlobalRanking:
 
 def counts_below(plans: list[GroupPlan], ranking: GlobalRanking, n: int, round_to: int | None) -> list[int]:
     """Global pruning: the ``n`` lowest-ranked channels go, then each group is rounded."""
-    return [_rounded(p, c, round_to) for p, c in zip(plans, ranking.counts(n))]
+    return [rounded_count(p, c, round_to) for p, c in zip(plans, ranking.counts(n))]
 
 
 def counts_at_ratio(plans: list[GroupPlan], ratio: float, round_to: int | None) -> list[int]:
     """Local pruning: every group drops the same share of its channels."""
-    return [_rounded(p, p.size - max(p.floor, int(p.size * (1.0 - ratio))), round_to) for p in plans]
+    return [rounded_count(p, p.size - max(p.floor, int(p.size * (1.0 - ratio))), round_to) for p in plans]
+
+
+def removed_channels(plans: list[GroupPlan], counts: list[int]) -> dict[tuple[str, str], float]:
+    """Channels each layer loses on its ("in" or "out") side when each group loses its count."""
+    removed: dict[tuple[str, str], float] = {}
+    for plan, count in zip(plans, counts):
+        if count:
+            for name, side, share in plan.members:
+                removed[name, side] = removed.get((name, side), 0.0) + share * count * plan.ch_groups
+    return removed
 
 
 class Prediction:
@@ -215,11 +225,7 @@ class Prediction:
         self.to_gflops = 2.0 * pixel_scale / 1e9
 
     def __call__(self, counts: list[int]) -> float:
-        removed: dict[tuple[str, str], float] = {}
-        for plan, count in zip(self.plans, counts):
-            if count:
-                for name, side, share in plan.members:
-                    removed[name, side] = removed.get((name, side), 0.0) + share * count * plan.ch_groups
+        removed = removed_channels(self.plans, counts)
         saved = 0.0
         for name in {name for name, _ in removed}:
             cost = self.costs.get(name)
@@ -228,25 +234,26 @@ class Prediction:
         return self.gflops_now - saved * self.to_gflops
 
 
-def search_counts(plans: list[GroupPlan], predict: Prediction, goal_gflops: float, global_pruning: bool,
+def search_counts(plans: list[GroupPlan], predict: Callable[[list[int]], float], goal: float, global_pruning: bool,
                   round_to: int | None) -> list[int]:
-    """The least pruning predicted to bring GFLOPs down to ``goal_gflops`` (or the most there is)."""
+    """The least pruning predicted to bring the cost (GFLOPs or milliseconds) down to ``goal`` (or the most there
+    is)."""
     if global_pruning:
         ranking = GlobalRanking(plans)
         lo, hi = 0, len(ranking)
         while lo < hi:
             mid = (lo + hi) // 2
-            if predict(counts_below(plans, ranking, mid, round_to)) <= goal_gflops:
+            if predict(counts_below(plans, ranking, mid, round_to)) <= goal:
                 hi = mid
             else:
                 lo = mid + 1
         return counts_below(plans, ranking, lo, round_to)
     lo, hi = 0.0, 1.0
-    if predict(counts_at_ratio(plans, hi, round_to)) > goal_gflops:
+    if predict(counts_at_ratio(plans, hi, round_to)) > goal:
         return counts_at_ratio(plans, hi, round_to)
     for _ in range(40):
         mid = (lo + hi) / 2
-        if predict(counts_at_ratio(plans, mid, round_to)) <= goal_gflops:
+        if predict(counts_at_ratio(plans, mid, round_to)) <= goal:
             hi = mid
         else:
             lo = mid
@@ -362,26 +369,31 @@ class Planner:
         apply_counts(graph, plans, counts_for_ratio(plans, ratio, self.global_pruning, self.round_to))
         return self.finish(model, steps=1, reached=True)
 
-    def to_speed_up(self, target: float, max_steps: int) -> PlanOutcome:
-        """Prune until base/pruned GFLOPs is in [target, target × WINDOW], in at most ``max_steps`` rounds."""
-        aim, model, previous, note, step = target * FIRST_AIM, self.fresh_copy(), self.base_gflops, "", 0
+    def to_speed_up(self, target: float, max_steps: int, cost: Cost | None = None) -> PlanOutcome:
+        """Prune until base/pruned cost is in [target, target × WINDOW], in at most ``max_steps`` rounds.
+
+        ``cost`` is what the speed-up is measured in: GFLOPs at ``imgsz`` unless another cost model is given
+        (``yoloslim.latency.cost.LatencyCost``: measured milliseconds on a runtime)."""
+        cost = cost or FlopsCost(self)
+        aim, model, previous, note, step = target * FIRST_AIM, self.fresh_copy(), cost.base, "", 0
         overshot: nn.Module | None = None  # the last model that went past the window, kept as a fallback
         for step in range(1, max_steps + 1):
             started = time.perf_counter()
-            graph, plans, predict = self.analyse(model, step)
-            counts = search_counts(plans, predict, self.base_gflops / aim, self.global_pruning, self.round_to)
+            graph, plans, flops = self.analyse(model, step)
+            predict = cost.predictor(model, plans, flops)
+            counts = cost.choose(plans, predict, cost.base / aim, self.global_pruning, self.round_to)
             if not any(counts):
                 note = f"no channel is left to prune within --max-layer-ratio {self.max_layer_ratio}"
                 break
-            predicted = self.base_gflops / predict(counts)
+            predicted = cost.base / predict(counts)
             apply_counts(graph, plans, counts)
-            now = count_gflops(model, self.imgsz)
-            reached = self.base_gflops / now
+            now = cost.measure(model)
+            reached = cost.base / now
             self.log(f"prune step {step}: -{sum(counts)} channels in {sum(1 for c in counts if c)} groups, "
-                     f"{now:.2f} GFLOPs, speed-up {reached:.3f}x (predicted {predicted:.3f}x, "
+                     f"{cost.describe(now)}, speed-up {reached:.3f}x (predicted {predicted:.3f}x, "
                      f"{time.perf_counter() - started:.1f} s)")
             if target <= reached <= target * WINDOW:
-                return self.finish(model, step, reached=True)
+                return self.finish(model, step, reached=True, details=cost.details())
             if now >= previous:
                 note = "the last step removed nothing more (per-layer limits or round-to)"
                 break
@@ -389,18 +401,70 @@ class Planner:
                 aim = target * math.sqrt(WINDOW)  # continue from here, towards the middle of the window
             elif step < max_steps:
                 aim = target * math.sqrt(WINDOW) * predicted / reached  # restart, corrected by the miss
-                overshot, model, now = model, self.fresh_copy(), self.base_gflops
+                overshot, model, now = model, self.fresh_copy(), cost.base
             previous = now
         else:
             note = f"--max-steps {max_steps} was used up"
-        if overshot is not None and self.base_gflops / count_gflops(model, self.imgsz) < target:
+        if overshot is not None and cost.base / cost.measure(model) < target:
             model = overshot
-        return self.finish(model, step, reached=False, note=note)
+            cost.measure(model)
+        return self.finish(model, step, reached=False, note=note, details=cost.details())
 
-    def finish(self, model: nn.Module, steps: int, reached: bool, note: str = "") -> PlanOutcome:
+    def finish(self, model: nn.Module, steps: int, reached: bool, note: str = "",
+               details: dict[str, Any] | None = None) -> PlanOutcome:
         """The outcome for ``model``: gradients dropped, eval mode, one forward pass, GFLOPs counted."""
         model.zero_grad(set_to_none=True)
         model.eval()
         with torch.no_grad():
             model(self.prunable.example_inputs)
-        return PlanOutcome(model, self.base_gflops, count_gflops(model, self.imgsz), steps, reached, note)
+        return PlanOutcome(model, self.base_gflops, count_gflops(model, self.imgsz), steps, reached, note,
+                           dict(details or {}))
+
+
+class Cost(Protocol):
+    """What a speed-up is measured in, for :meth:`Planner.to_speed_up`."""
+
+    base: float  # the unpruned model's cost
+
+    def predictor(self, model: nn.Module, plans: list[GroupPlan], flops: Prediction) -> Callable[[list[int]], float]:
+        """Predicted cost of ``model`` after a candidate pruning (per-group counts)."""
+
+    def choose(self, plans: list[GroupPlan], predict: Callable[[list[int]], float], goal: float,
+               global_pruning: bool, round_to: int | None) -> list[int]:
+        """The per-group counts predicted to bring the cost down to ``goal``."""
+
+    def measure(self, model: nn.Module) -> float:
+        """The real cost of ``model``, in the units of ``base``."""
+
+    def describe(self, value: float) -> str:
+        """A measured cost for the log line."""
+
+    def details(self) -> dict[str, Any]:
+        """The cost model's record for the report."""
+
+
+@dataclass
+class FlopsCost:
+    """GFLOPs at the planner's ``imgsz``: predicted from per-layer MACs, counted by thop."""
+
+    planner: Planner
+
+    @property
+    def base(self) -> float:
+        return self.planner.base_gflops
+
+    def predictor(self, model: nn.Module, plans: list[GroupPlan], flops: Prediction) -> Prediction:
+        return flops
+
+    def choose(self, plans: list[GroupPlan], predict: Callable[[list[int]], float], goal: float,
+               global_pruning: bool, round_to: int | None) -> list[int]:
+        return search_counts(plans, predict, goal, global_pruning, round_to)
+
+    def measure(self, model: nn.Module) -> float:
+        return count_gflops(model, self.planner.imgsz)
+
+    def describe(self, value: float) -> str:
+        return f"{value:.2f} GFLOPs"
+
+    def details(self) -> dict[str, Any]:
+        return {}

@@ -32,10 +32,15 @@ def markdown_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> 
     target = summary.get("target_speed_up")
     goal = f"target {target:.2f}x" if target else f"prune ratio {summary.get('prune_ratio')}"
     status = "reached" if summary.get("reached") else f"NOT reached — {summary.get('note')}"
+    reached = f"speed-up {summary['speed_up']:.3f}x ({status})"
+    if summary.get("latency"):
+        goal = f"latency target {target:.2f}x"
+        reached = (f"measured latency speed-up {summary['latency']['measured_speed_up']:.3f}x ({status}), "
+                   f"GFLOPs speed-up {summary['speed_up']:.3f}x")
     lines = [
         "# Pruning report",
         "",
-        f"- method: `{summary['method']}`; {goal}; speed-up {summary['speed_up']:.3f}x ({status})",
+        f"- method: `{summary['method']}`; {goal}; {reached}",
         f"- GFLOPs at {summary['imgsz']} px: {summary['base_gflops']:.2f} -> {summary['gflops']:.2f}; "
         f"{summary['steps']} planner step(s), {summary['seconds']:.1f} s",
         f"- BatchNorm statistics re-estimated on {summary['recalib_batches']} training batches after pruning"
@@ -47,6 +52,8 @@ def markdown_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> 
         "differences to the baseline are in brackets.",
         "",
     ]
+    if summary.get("latency"):
+        lines += latency_lines(summary["latency"], summary["speed_up"])
     if summary.get("stages"):
         lines += ["## Stages", "", "| stage | target | speed-up | params | mAP50-95 after pruning | "
                   "mAP50-95 after the stage's finetune |", "|---:|---:|---:|---:|---:|---:|"]
@@ -69,6 +76,27 @@ def markdown_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> 
         lines += ["", "## Rewritten for pruning (same outputs, split-free)", "",
                   ", ".join(f"`{n}`" for n in summary["rewritten"])]
     return "\n".join(lines) + "\n"
+
+
+def latency_lines(latency: dict[str, Any], gflops_speed_up: float) -> list[str]:
+    """The latency target's section: predicted against measured, and both speed-ups."""
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f} ms"
+
+    def ratio(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}x"
+
+    table = "built" if not latency["table_reused"] else "reused"
+    return ["## Latency target", "",
+            f"{latency['runtime']} {latency['version']}, {latency['threads']} thread(s), {latency['imgsz']} px batch "
+            f"{latency['batch']}; base and pruned timed alternately, median of {latency['runs']} runs each. "
+            f"Latency table {table} ({latency['table_samples']} layer samples, {latency['table_seconds']} s): "
+            f"`{latency['table']}`.", "",
+            "| target | measured speed-up | predicted speed-up | GFLOPs speed-up | base | pruned (measured) | "
+            "pruned (predicted) |", "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {ratio(latency['target_speed_up'])} | {ratio(latency['measured_speed_up'])} | "
+            f"{ratio(latency['predicted_speed_up'])} | {gflops_speed_up:.3f}x | {ms(latency['base_ms'])} | "
+            f"{ms(latency['ms'])} | {ms(latency['predicted_ms'])} |", ""]
 
 
 def channels_png(channels: Sequence[dict[str, Any]], title: str) -> bytes:

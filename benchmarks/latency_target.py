@@ -1,0 +1,220 @@
+"""Pruning to a measured latency target: what issue #19's targets are measured with.
+
+    OMP_NUM_THREADS=2 python benchmarks/latency_target.py [--parts table land error equal accuracy]
+
+Uses the methods benchmark's trained yolov8n and digits data (``benchmarks/methods.py --out
+runs/benchmarks/methods-full``; run it first, or this trains that baseline). All timing is ONNX Runtime on the CPU
+at 640 px, batch 1, one thread, base and pruned timed alternately in one process (median of 30 runs each):
+- table: seconds to build the latency table from scratch (target: at most 3 minutes);
+- land: ``lamp`` with ``--latency-speed-up 2.0``, then the pruned model re-timed on its own (target: in [2.0, 2.1]);
+- error: the table's prediction against the measured latency on 10 random prunings (target: at most 10%);
+- equal: ``lamp`` planned on GFLOPs at the GFLOPs target whose measured latency matches the latency-planned model;
+- accuracy: both finetuned with the methods benchmark's recipe (40 epochs); the latency-planned mAP50-95 should be
+  at least the FLOPs-planned one's.
+The timing parts need a quiet machine. Results: ``<out>/latency-target.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _methods_lib import Plan, StepCache, write_json  # noqa: E402
+from methods import Benchmark  # noqa: E402
+
+IMGSZ = 640
+TARGET = 2.0
+RUNS = 30
+RANDOM_PRUNINGS = 10
+PARTS = ("table", "land", "error", "equal", "accuracy")
+
+
+def log(message: str) -> None:
+    print(f"[latency-target] {message}", flush=True)
+
+
+def prepared(weights: str):
+    from yoloslim.models.load import load_module
+    from yoloslim.prune.graph import prepare_for_pruning
+
+    return prepare_for_pruning(load_module(weights).float().eval(), imgsz=64).model
+
+
+def timed_pair(base, pruned) -> dict[str, float]:
+    from yoloslim.latency.runtimes import OnnxRuntimeCPU
+
+    base_ms, pruned_ms = OnnxRuntimeCPU(1).compare(base, pruned, IMGSZ, 1, RUNS)
+    return {"base_ms": base_ms, "ms": pruned_ms, "speed_up": base_ms / pruned_ms}
+
+
+class LatencyBenchmark:
+    def __init__(self, methods_out: Path, out: Path) -> None:
+        self.bench = Benchmark(Plan(), methods_out, variants=False)
+        self.bench.data = self.bench.dataset()
+        self.baseline = self.bench.baseline()
+        self.out = out.resolve()
+        self.steps = StepCache(self.out / "cache")
+        self.tables = self.out / "tables"
+
+    def latency_target(self):
+        from yoloslim.latency.cost import LatencyTarget
+
+        return LatencyTarget(threads=1, batch=1, runs=RUNS, cache=self.tables)
+
+    def table(self) -> dict[str, Any]:
+        from yoloslim.latency.runtimes import OnnxRuntimeCPU
+        from yoloslim.latency.table import build_table, evenly_narrowed
+
+        def run() -> dict[str, Any]:
+            for old in self.tables.glob("*.json"):
+                old.unlink()
+            model = prepared(self.baseline)
+            table = build_table(model, OnnxRuntimeCPU(1), IMGSZ, 1, 8, 0.8, cache=self.tables, runs=RUNS, log=log,
+                                calibration=lambda: evenly_narrowed(model, IMGSZ))
+            return {"seconds": table.seconds, "samples": table.samples, "layers": len(table.layers),
+                    "model_ms": table.model_ms, "constant_ms": table.constant_ms, "scale": table.scale,
+                    "offset": table.offset, "calibration": table.calibration, "path": str(table.path)}
+
+        return self.steps.get_or_run("table", run)
+
+    def land(self) -> dict[str, Any]:
+        from yoloslim.prune.api import prune_model
+
+        def prune():
+            return prune_model(self.baseline, method="lamp", speed_up=TARGET, imgsz=IMGSZ,
+                               latency=self.latency_target())
+
+        pruned = self.bench.pruned("lamp-latency-2x", prune)
+
+        def run() -> dict[str, Any]:
+            from yoloslim.models.load import load_module
+
+            return timed_pair(prepared(self.baseline), load_module(pruned["weights"]).float().eval())
+
+        return {"planner": pruned["prune"], "retimed": self.steps.get_or_run("land-retimed", run), "pruned": pruned}
+
+    def error(self) -> list[dict[str, Any]]:
+        from yoloslim.latency.runtimes import OnnxRuntimeCPU
+        from yoloslim.latency.table import build_table, current_widths
+        from yoloslim.prune.api import prune_model
+
+        def run() -> list[dict[str, Any]]:
+            base = prepared(self.baseline)
+            table = build_table(base, OnnxRuntimeCPU(1), IMGSZ, 1, 8, 0.8, cache=self.tables, log=log)
+            rng = random.Random(0)
+            rows = []
+            for i in range(RANDOM_PRUNINGS):
+                ratio = round(rng.uniform(0.1, 0.6), 3)
+                pruned = prune_model(base, method="random", prune_ratio=ratio, imgsz=IMGSZ, seed=i, log=log).model
+                predicted = table.model_estimate(current_widths(pruned, table))
+                timed = timed_pair(base, pruned)
+                predicted_ms = predicted * timed["base_ms"] / table.model_ms  # on the scale of this pair's base
+                rows.append({"ratio": ratio, "seed": i, **timed, "predicted_ms": predicted_ms,
+                             "error": predicted_ms / timed["ms"] - 1.0})
+                log(f"random pruning {i}: ratio {ratio}, measured {timed['ms']:.2f} ms, predicted "
+                    f"{predicted_ms:.2f} ms ({rows[-1]['error']:+.1%})")
+            return rows
+
+        return self.steps.get_or_run("error", run)
+
+    def equal(self, wanted: float) -> dict[str, Any]:
+        """lamp planned on GFLOPs at the target whose measured latency speed-up matches ``wanted`` (bisection)."""
+        from yoloslim.prune.api import prune_model
+
+        def run() -> dict[str, Any]:
+            base = prepared(self.baseline)
+            low, high, tried = 1.5, 5.0, []
+            for _ in range(6):
+                middle = (low + high) / 2
+                result = prune_model(self.baseline, method="lamp", speed_up=middle, imgsz=IMGSZ, log=log)
+                timed = timed_pair(base, result.model)
+                tried.append({"gflops_target": middle, "gflops_speed_up": result.speed_up, **timed})
+                log(f"GFLOPs target {middle:.3f}x: measured latency speed-up {timed['speed_up']:.3f}x "
+                    f"(wanted {wanted:.3f}x)")
+                low, high = (middle, high) if timed["speed_up"] < wanted else (low, middle)
+            best = min(tried, key=lambda t: abs(t["speed_up"] - wanted))
+            return {"tried": tried, "chosen": best}
+
+        search = self.steps.get_or_run("equal-search", run)
+        target = search["chosen"]["gflops_target"]
+        pruned = self.bench.pruned("lamp-flops-equal-latency",
+                                   lambda: prune_model(self.baseline, method="lamp", speed_up=target, imgsz=IMGSZ))
+        return {"search": search, "pruned": pruned}
+
+    def accuracy(self, land: dict[str, Any], equal: dict[str, Any]) -> list[dict[str, Any]]:
+        budget = self.bench.finetune_budget(self.baseline)
+        return [self.bench.row("lamp-latency-2x", "lamp 2.0X measured latency", land["pruned"], budget),
+                self.bench.row("lamp-flops-equal-latency", "lamp GFLOPs-planned at equal latency", equal["pruned"],
+                               budget)]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["# Pruning to a measured latency target (yolov8n, 640 px, ORT CPU 1 thread)", ""]
+    if "table" in result:
+        t = result["table"]
+        lines += [f"- latency table: {t['samples']} layer samples over {t['layers']} convs and "
+                  f"{len(t['calibration']) - 1} calibration models in {t['seconds']:.1f} s; model {t['model_ms']:.2f} ms "
+                  f"≈ {t['offset']:.2f} + {t['scale']:.3f} × the timed convs' sum (alone: "
+                  f"{t['model_ms'] - t['constant_ms']:.2f} ms)", ""]
+    if "land" in result:
+        planner, retimed = result["land"]["planner"], result["land"]["retimed"]
+        lines += [f"- `--latency-speed-up {TARGET}`: planner measured {planner['latency']['measured_speed_up']:.3f}x "
+                  f"(predicted {planner['latency']['predicted_speed_up']:.3f}x) in {planner['steps']} step(s), "
+                  f"{planner['seconds']:.1f} s; GFLOPs speed-up {planner['speed_up']:.3f}x; re-timed alone: "
+                  f"{retimed['base_ms']:.2f} → {retimed['ms']:.2f} ms = **{retimed['speed_up']:.3f}x**", ""]
+    if "error" in result:
+        rows = result["error"]
+        worst = max(abs(r["error"]) for r in rows)
+        mean = sum(abs(r["error"]) for r in rows) / len(rows)
+        lines += [f"- prediction error on {len(rows)} random prunings: mean |error| {mean:.1%}, worst {worst:.1%}", "",
+                  "| ratio | measured | predicted | error |", "|---:|---:|---:|---:|"]
+        lines += [f"| {r['ratio']} | {r['ms']:.2f} ms | {r['predicted_ms']:.2f} ms | {r['error']:+.1%} |"
+                  for r in rows]
+        lines.append("")
+    if "equal" in result:
+        chosen = result["equal"]["search"]["chosen"]
+        lines += [f"- GFLOPs-planned lamp at equal measured latency: GFLOPs target {chosen['gflops_target']:.3f}x → "
+                  f"measured {chosen['speed_up']:.3f}x", ""]
+    if "accuracy" in result:
+        lines += ["| row | GFLOPs | mAP50-95 after pruning | after BN recalibration | mAP50-95 after finetune | "
+                  "latency 640 px b1 |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['gflops']:.3f} | {r['map50_95_before_finetune']:.3f} | "
+                  f"{r['map50_95_recalibrated']:.3f} | {r['map50_95']:.3f} | {r['latency_640_b1_ms']:.1f} ms |"
+                  for r in result["accuracy"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--methods-out", default="runs/benchmarks/methods-full",
+                        help="the methods benchmark's folder (trained baseline, data, row cache)")
+    parser.add_argument("--out", default="runs/benchmarks/latency-target")
+    args = parser.parse_args(argv)
+    runner = LatencyBenchmark(Path(args.methods_out), Path(args.out))
+    report = runner.out / "latency-target.json"
+    result: dict[str, Any] = json.loads(report.read_text()) if report.is_file() else {}
+    if "table" in args.parts:
+        result["table"] = runner.table()
+    if {"land", "equal", "accuracy"} & set(args.parts):
+        result["land"] = runner.land()
+    if "error" in args.parts:
+        result["error"] = runner.error()
+    if {"equal", "accuracy"} & set(args.parts):
+        result["equal"] = runner.equal(result["land"]["retimed"]["speed_up"])
+    if "accuracy" in args.parts:
+        result["accuracy"] = runner.accuracy(result["land"], result["equal"])
+    write_json(report, result)
+    (runner.out / "latency-target.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
