@@ -8,11 +8,12 @@ The digits benchmark's trained baseline (from ``benchmarks/methods.py``'s cache 
 there, with its plan, when missing) is sparse-trained for ``--share`` of its epochs once per grid cell: every
 optimizer × nominal batch × sr, everything else at `yoloslim sparse`'s defaults. ``auto`` is the current
 default (ultralytics picks AdamW and its lr); ``NAME@LR`` fixes the learning rate (``AdamW@0.002`` is the
-methods benchmark's recipe); ``nbs batch`` steps the optimizer every batch, 64 is ultralytics' own. Per cell, on the run's last.pt (the checkpoint the run's last line judges): the verdict
-(gap ratio, safe ratio), mAP50-95 of the sparse model, and mAP50-95 right after classic slimming (no BN
-recalibration, no finetuning) at the safe ratio with `yoloslim prune --method slim`'s defaults (what a bare
-``prune --method slim`` does with the recorded ratio) and at 0.5 with ``--round-up 8 --layer-keep 0.01``, each
-against the baseline's. Every cell is cached as JSON when it finishes, so re-running resumes. Writes
+methods benchmark's recipe); ``nbs batch`` steps the optimizer every batch, 64 is ultralytics' own. Per cell,
+on the run's last.pt (the checkpoint the run's last line judges): the |γ| gap, the measured safe ratio
+(:mod:`yoloslim.sparsity.measured_cut`, what `yoloslim sparse` records at the end of a run), mAP50-95 of the
+sparse model, and mAP50-95 right after classic slimming (no BN recalibration, no finetuning) at the safe ratio
+with the --layer-keep and --round-up it was measured with (what a bare ``prune --method slim`` does with the
+recorded ratio) and at 0.5 with ``--round-up 8 --layer-keep 0.01``, each against the baseline's. Every cell is cached as JSON when it finishes, so re-running resumes. Writes
 ``sparse_defaults.md`` and ``sparse_defaults.json`` to ``--out``. ``--quick`` is a smoke test on the methods
 benchmark's quick plan: its numbers say nothing.
 """
@@ -116,8 +117,13 @@ class Grid:
         from yoloslim.engine.validate import validate
         from yoloslim.prune.classic import slim_prune_model
         from yoloslim.sparsity.api import sparse_train
+        from yoloslim.prune.calibration import loader_stride
+        from yoloslim.prune.task_losses import TaskLosses
         from yoloslim.sparsity.compare import module_selection
-        from yoloslim.sparsity.verdict import judge_model
+        from yoloslim.sparsity.measured_cut import (CALIB_BATCHES, LOSS_BOUND, ROUND_UP, MeasuredCut,
+                                                    measure_safe_ratio)
+        from yoloslim.sparsity.stats import abs_gammas
+        from yoloslim.sparsity.verdict import LAYER_KEEP, judge_model, with_measured_cut
 
         p = self.plan
 
@@ -128,7 +134,7 @@ class Grid:
                                   batch=p.batch, optimizer=cell.optimizer_name, nbs=cell.nominal_batch(p.batch),
                                   **({"lr0": cell.lr0} if cell.lr0 is not None else {}),
                                   seed=p.seed, plots=False, project=self.out / "runs", name=cell.key, exist_ok=True,
-                                  callbacks=[(BEFORE_OPTIMIZER_STEP, counter)])
+                                  callbacks=[(BEFORE_OPTIMIZER_STEP, counter)], measure_cut=False)
             seconds = time.perf_counter() - started
             args = read_checkpoint(result.last).get("train_args") or {}
             return {**asdict(cell), "optimizer_used": args.get("optimizer"), "lr0_used": args.get("lr0"),
@@ -137,9 +143,18 @@ class Grid:
                     "sparse": validate(result.last, self.data, imgsz=p.imgsz, batch=p.batch)}
 
         row = dict(self.steps.get_or_run(cell.key, train))
-        module = checkpoint_module(read_checkpoint(row["weights"]))
-        verdict = judge_model(module, module_selection(module))
+        module = checkpoint_module(read_checkpoint(row["weights"])).float().eval()
+        selection = module_selection(module)
+        verdict = judge_model(module, selection)
+
+        def measure() -> dict[str, Any]:
+            losses = TaskLosses.load(self.data, CALIB_BATCHES, p.imgsz, p.batch, loader_stride(module))
+            return measure_safe_ratio(module, losses, verdict.shortcut, LAYER_KEEP, p.imgsz).as_record()
+
+        measured = self.steps.get_or_run(f"{cell.key}-measured-bound{LOSS_BOUND:g}-up{ROUND_UP}", measure)
+        verdict = with_measured_cut(verdict, MeasuredCut(**measured), abs_gammas(module, selection.penalized))
         row["verdict"] = {k: finite(v) for k, v in asdict(verdict).items()}
+        row["measured_cut"] = measured
 
         def cut(ratio: float, **options: Any) -> dict[str, Any]:
             pruned = slim_prune_model(module, ratio, imgsz=p.imgsz, **options)
@@ -148,12 +163,12 @@ class Grid:
 
         if verdict.separated:
             row["at_safe_ratio"] = self.steps.get_or_run(
-                f"{cell.key}-cut-{verdict.safe_ratio:g}-keep{verdict.layer_keep}",
-                lambda: cut(verdict.safe_ratio, layer_keep=verdict.layer_keep))
+                f"{cell.key}-cut-{verdict.safe_ratio:g}-keep{verdict.layer_keep}-up{verdict.round_up}",
+                lambda: cut(verdict.safe_ratio, layer_keep=verdict.layer_keep, round_up=verdict.round_up))
         row["at_fixed_ratio"] = self.steps.get_or_run(
             f"{cell.key}-cut-{FIXED_RATIO:g}-up{FIXED_ROUND_UP}-keep{FIXED_LAYER_KEEP}",
             lambda: cut(FIXED_RATIO, round_up=FIXED_ROUND_UP, layer_keep=FIXED_LAYER_KEEP))
-        log(f"{cell.key}: gap {verdict.gap_ratio:.3g}x, safe ratio {verdict.safe_ratio:g}")
+        log(f"{cell.key}: gap {verdict.gap_ratio:.3g}x, measured safe ratio {verdict.safe_ratio:g}")
         return row
 
 
@@ -167,13 +182,15 @@ def table(baseline: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         return f"{m['map50_95']:.3f} ({m['map50_95'] - base:+.3f}) at {m['speed_up']:.2f}x"
 
     lines = [f"Baseline mAP50-95 {base:.3f}. mAP50-95 right after classic slimming (no finetuning), change vs the "
-             f"baseline, GFLOPs speed-up:", "",
-             "| optimizer (lr0) | nbs | sr | optimizer steps | gap ratio | safe ratio | sparse mAP50-95 | "
+             f"baseline, GFLOPs speed-up. The safe ratio is measured (largest cut, round up 8, whose task losses "
+             f"stay within the bound); the cut that broke it and the task:", "",
+             "| optimizer (lr0) | nbs | sr | optimizer steps | gap ratio | safe ratio (broke at) | sparse mAP50-95 | "
              f"slim at the safe ratio | slim at {FIXED_RATIO:g} (round up {FIXED_ROUND_UP}, layer keep "
              f"{FIXED_LAYER_KEEP:g}) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        v = row["verdict"]
-        safe = f"{v['safe_ratio']:g}" if v["separated"] else "not separated"
+        v, m = row["verdict"], row["measured_cut"]
+        broke = f" ({m['breaking_ratio']:g}, {m['breaking_task']})" if m["breaking_ratio"] else ""
+        safe = (f"{v['safe_ratio']:g}" if v["separated"] else "none") + broke
         lines.append(f"| {row['optimizer']} → {row['optimizer_used']} ({row['lr0_used']:g}) | {row['nbs']} | "
                      f"{row['sr']:g} | {row['optimizer_steps']} | {v['gap_ratio']:.2f}x | {safe} | "
                      f"{row['sparse']['map50_95']:.3f} | {cut(row, 'at_safe_ratio')} | {cut(row, 'at_fixed_ratio')} |")

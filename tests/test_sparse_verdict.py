@@ -216,5 +216,12 @@ def test_sparse_run_records_the_verdict_per_epoch_and_ends_with_one_line(shapes_
     for row in rows:
         assert float(row[COLUMNS["gap"]]) >= 1.0 and 0.0 <= float(row[COLUMNS["safe"]]) < 1.0
     last = read_checkpoint(tmp_path / "s" / "weights" / "last.pt")
-    assert "verdict" in yoloslim_meta(last)["sparse"]
+    sparse = yoloslim_meta(last)["sparse"]
     assert last["train_args"]["nbs"] == 4, "by default the optimizer steps every batch"
+    from yoloslim.sparsity.measured_cut import LOSS_BOUND
+    from yoloslim.sparsity.verdict import Verdict
+
+    verdict = Verdict.from_record(sparse["verdict"])
+    assert verdict.loss_bound == LOSS_BOUND, "the run ends by measuring the safe ratio and records that verdict"
+    assert verdict.safe_ratio == (sparse["measured_cut"]["ratio"] if verdict.separated else 0.0)
+    assert (verdicts[0] == NOT_SEPARATED_LINE) == (not verdict.separated)

@@ -187,15 +187,18 @@ def _recorded_ratio_wanted(args: argparse.Namespace) -> bool:
 
 
 def _recorded_ratio(ckpt: dict | None, args: argparse.Namespace) -> float:
-    """The safe ratio the checkpoint's sparse run recorded (``yoloslim sparse`` judges every epoch), with the
-    --layer-keep it needs unless the user gave one."""
+    """The safe ratio the checkpoint's sparse run recorded (``yoloslim sparse`` measures it at the end), with the
+    --layer-keep and --round-up it was found with unless the user gave them."""
     from yoloslim.engine.checkpoint import yoloslim_meta
     from yoloslim.sparsity.verdict import recorded_verdict
 
     verdict = recorded_verdict(yoloslim_meta(ckpt) if ckpt else {}, str(args.weights), args.shortcut)
     if args.layer_keep is None and verdict.layer_keep:
         args.layer_keep = verdict.layer_keep
+    if args.round_up is None and verdict.round_up:
+        args.round_up = verdict.round_up
     keep = f" with --layer-keep {args.layer_keep:g}" if args.layer_keep else ""
+    keep += f" --round-up {args.round_up}" if args.round_up else ""
     print(f"--prune-ratio {verdict.safe_ratio:g}{keep}: the safe ratio recorded by the sparse run of {args.weights}")
     return verdict.safe_ratio
 

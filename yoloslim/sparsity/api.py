@@ -60,6 +60,7 @@ def sparse_train(
     name: str = "sparse",
     resume: str | bool = False,
     callbacks: Iterable[Callback] = (),
+    measure_cut: bool = True,
     **overrides: Any,
 ):
     """Sparse-train ``model`` (yaml, checkpoint or module) and return the run's ``TrainResult``.
@@ -69,7 +70,8 @@ def sparse_train(
     (batch, device, workers, seed, amp, ...); optimizer, lr0 and nbs default to
     :data:`~yoloslim.sparsity.defaults.SPARSE_DEFAULTS` (nbs = batch), other settings to ultralytics'.
     ``resume`` continues from a run's last.pt (its dataset too when ``data`` is None), penalty state
-    included. ``callbacks`` are extra ``(event, fn)`` pairs.
+    included. ``callbacks`` are extra ``(event, fn)`` pairs. ``measure_cut`` ends the run by measuring the safe
+    classic-slimming ratio of last.pt and best.pt on training batches and recording it in them.
     """
     from ultralytics.cfg import DEFAULT_CFG_DICT
     from ultralytics.utils import LOGGER
@@ -109,6 +111,23 @@ def sparse_train(
     if not resuming:  # a resumed run keeps its own settings
         batch = overrides.get("batch", DEFAULT_CFG_DICT["batch"])
         overrides = {**SPARSE_DEFAULTS.trainer_settings(batch), **overrides}
-    return train(module, data_yaml if data is not None else None, epochs=epochs, imgsz=imgsz,
-                 project=run_dir(project, "sparse"), name=name, callbacks=[*callbacks, *extension.events()],
-                 resume=resume, **overrides)
+    result = train(module, data_yaml if data is not None else None, epochs=epochs, imgsz=imgsz,
+                   project=run_dir(project, "sparse"), name=name, callbacks=[*callbacks, *extension.events()],
+                   resume=resume, **overrides)
+    if measure_cut:
+        measure_run(result, data_yaml, LOGGER.info)
+    return result
+
+
+def measure_run(result, data_yaml: Path, log: Callable[[str], None]) -> None:
+    """Measure the safe ratio of the run's last and best checkpoints and record it in them
+    (:mod:`yoloslim.sparsity.measured_cut`)."""
+    from yoloslim.sparsity.measured_cut import measure_checkpoint
+
+    for path in dict.fromkeys((result.last, result.best)):
+        if Path(path).is_file():
+            cut = measure_checkpoint(path, data_yaml, log)
+            if cut is not None:
+                log(f"{path}: measured safe ratio {cut.ratio:g} (the cut at {cut.breaking_ratio} raised the "
+                    f"{cut.breaking_task} by more than {cut.bound:.0%})" if cut.breaking_ratio else
+                    f"{path}: measured safe ratio {cut.ratio:g}")

@@ -61,12 +61,15 @@ def judged_gammas(module) -> tuple[np.ndarray, Verdict]:
     """|γ| of the BNs classic slimming ranks in a loaded model, and the verdict on them as they are now."""
     from yoloslim.engine.checkpoint import model_meta
     from yoloslim.sparsity.stats import abs_gammas
-    from yoloslim.sparsity.verdict import judge, layer_tops, shortcut_for
+    from yoloslim.sparsity.verdict import Verdict, judge, layer_tops, shortcut_for
 
     selection = module_selection(module)
     values = abs_gammas(module, selection.penalized)
-    coupled = bool(model_meta(module).get("sparse", {}).get("penalize_coupled"))
-    return values.numpy(), judge(values, layer_tops(module, selection), shortcut_for(coupled))
+    sparse = model_meta(module).get("sparse", {})
+    if sparse.get("measured_cut") and sparse.get("verdict"):  # measured on these very weights at the end of the run
+        return values.numpy(), Verdict.from_record(sparse["verdict"])
+    shortcut = shortcut_for(bool(sparse.get("penalize_coupled")))
+    return values.numpy(), judge(values, layer_tops(module, selection), shortcut)
 
 
 def compare_checkpoints(paths: Sequence[str | Path], out: str | Path) -> dict[str, tuple[np.ndarray, Verdict]]:

@@ -22,6 +22,10 @@ digits benchmark's yolov8n; docs/BENCHMARKS.md). There the best runs (AdamW at l
 opened gaps of only 1.16-1.18x, at |γ| 0.83-0.97: a cut at 0.5 cost them nothing, but the cut up to their gap
 (ratio 0.83) lost 0.39 mAP50-95. The channels below such a gap are weaker, not undefended, so a gap counts
 only when its lower edge is at most half its upper edge (``MIN_GAP_RATIO``): no run measured so far passes.
+
+That is why a sparse run ends by *measuring* the safe ratio on its checkpoints (:mod:`yoloslim.sparsity.measured_cut`:
+the largest cut whose detection loss stays near the uncut model's) and records that verdict instead
+(:func:`with_measured_cut`); the per-epoch columns stay the |γ| gap's, which costs no forward pass.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Verdict:
     separated: bool
     shortcut: str = "skip"  # the --shortcut whose channel pool this judged
     layer_keep: float | None = None  # the --layer-keep the safe cut needs (it would empty a layer otherwise)
+    loss_bound: float | None = None  # set when the safe ratio was measured (yoloslim.sparsity.measured_cut)
+    round_up: int | None = None  # the --round-up the measured cut used
 
     def columns(self) -> dict[str, float]:
         """The results.csv columns of one epoch."""
@@ -68,6 +74,9 @@ class Verdict:
 
     def describe(self) -> str:
         gap = f"gap {self.gap_ratio:.3g}x (|γ| {self.gap_low:.3g}–{self.gap_high:.3g}, contrast {self.contrast:.3g})"
+        if self.loss_bound is not None:
+            measured = f"measured safe ratio {self.safe_ratio:g} (every task loss within +{self.loss_bound:.0%})"
+            return f"{gap}, {measured if self.separated else 'no measured cut is safe'}"
         return f"{gap}, safe ratio {self.safe_ratio:g}" if self.separated else f"{gap}, not separated"
 
     def line(self, speed_up: float | None = None) -> str:
@@ -75,6 +84,7 @@ class Verdict:
         if not self.separated:
             return NOT_SEPARATED_LINE
         keep = f" --layer-keep {self.layer_keep:g}" if self.layer_keep else ""
+        keep += f" --round-up {self.round_up}" if self.round_up else ""
         estimate = f" (≈ {speed_up:.2f} x)" if speed_up else ""
         return f"ready: --prune-ratio up to {self.safe_ratio:g}{keep}{estimate}"
 
@@ -120,6 +130,20 @@ def judge(values: torch.Tensor, tops: torch.Tensor, shortcut: str = "skip") -> V
                    separated, shortcut, LAYER_KEEP if empties_layer else None)
 
 
+def with_measured_cut(verdict: Verdict, cut, values) -> Verdict:
+    """``verdict`` with the safe ratio a measurement found (a :class:`~yoloslim.sparsity.measured_cut.MeasuredCut`
+    on the same model): what the loss says replaces what the |γ| histogram says; ``values`` are the pooled |γ|,
+    for the cut's threshold."""
+    from dataclasses import replace
+
+    v = torch.as_tensor(values).double().abs().sort().values
+    separated = cut.ratio >= MIN_SAFE_RATIO
+    threshold = float(v[min(int(cut.ratio * len(v)), len(v) - 1)]) if separated and len(v) else math.nan
+    return replace(verdict, safe_ratio=cut.ratio if separated else 0.0, separated=separated, threshold=threshold,
+                   layer_keep=cut.layer_keep if separated else None, loss_bound=cut.bound,
+                   round_up=cut.round_up if separated else None)
+
+
 def judge_model(model: nn.Module, selection: BNSelection, shortcut: str = "skip") -> Verdict:
     """:func:`judge` on the penalized BNs of ``model`` (``selection`` names them and their channel groups)."""
     from yoloslim.sparsity.stats import abs_gammas
@@ -140,8 +164,11 @@ def recorded_verdict(meta: dict, source: str, shortcut: str) -> Verdict:
                         f"pass --prune-ratio R")
     verdict = Verdict.from_record(record)
     if not verdict.separated:
-        raise UserError(f"{source}: sparse training has not separated its BN γ yet (gap {verdict.gap_ratio:.3g}x), "
-                        f"so it records no safe ratio — train longer or raise --sr, or pass --prune-ratio R")
+        why = (f"no cut of at least {MIN_SAFE_RATIO:g} kept every task loss within +{verdict.loss_bound:.0%}"
+               if verdict.loss_bound is not None else f"sparse training has not separated its BN γ yet (gap "
+               f"{verdict.gap_ratio:.3g}x)")
+        raise UserError(f"{source}: {why}, so it records no safe ratio — train longer or raise --sr, or pass "
+                        f"--prune-ratio R")
     if verdict.shortcut != shortcut:
         raise UserError(f"{source}'s safe ratio was judged for --shortcut {verdict.shortcut}, not {shortcut} — "
                         f"pass --shortcut {verdict.shortcut} or --prune-ratio R")
@@ -153,4 +180,4 @@ def slimmed_speed_up(module: nn.Module, verdict: Verdict, imgsz: int) -> float:
     from yoloslim.prune.classic import slim_prune_model
 
     return slim_prune_model(module, verdict.safe_ratio, shortcut=verdict.shortcut, layer_keep=verdict.layer_keep,
-                            imgsz=imgsz).speed_up
+                            round_up=verdict.round_up, imgsz=imgsz).speed_up
