@@ -6,10 +6,12 @@ Uses the methods benchmark's trained yolov8n and digits data (``benchmarks/metho
 runs/benchmarks/methods-full``; run it first, or this trains that baseline). All timing is ONNX Runtime on the CPU
 at 640 px, batch 1, one thread, base and pruned timed alternately in one process (median of 30 runs each):
 - table: seconds to build the latency table from scratch (target: at most 3 minutes);
-- land: ``lamp`` with ``--latency-speed-up 2.0``, then the pruned model re-timed on its own (target: in [2.0, 2.1]);
+- land: ``lamp`` with ``--latency-speed-up 2.0`` under each ``--latency-rank``, then the pruned model re-timed on
+  its own (target: in [2.0, 2.1]);
 - error: the table's prediction against the measured latency on 10 random prunings (target: at most 10%);
-- equal: ``lamp`` planned on GFLOPs at the GFLOPs target whose measured latency matches the latency-planned model;
-- accuracy: both finetuned with the methods benchmark's recipe (40 epochs); the latency-planned mAP50-95 should be
+- equal: ``lamp`` planned on GFLOPs at the GFLOPs target whose measured latency matches the latency-planned model
+  (the default ranking's), and at the smallest GFLOPs target tried whose measured speed-up reached 2.0x;
+- accuracy: all finetuned with the methods benchmark's recipe (40 epochs); the latency-planned mAP50-95 should be
   at least the FLOPs-planned one's.
 The timing parts need a quiet machine. Results: ``<out>/latency-target.json`` and ``.md``.
 """
@@ -27,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _methods_lib import Plan, StepCache, write_json  # noqa: E402
 from methods import Benchmark  # noqa: E402
+
+from yoloslim.latency.cost import RANKINGS  # noqa: E402
 
 IMGSZ = 640
 TARGET = 2.0
@@ -83,21 +87,24 @@ class LatencyBenchmark:
 
         return self.steps.get_or_run("table", run)
 
-    def land(self) -> dict[str, Any]:
+    def land(self, rank: str) -> dict[str, Any]:
+        from dataclasses import replace
+
         from yoloslim.prune.api import prune_model
 
         def prune():
             return prune_model(self.baseline, method="lamp", speed_up=TARGET, imgsz=IMGSZ,
-                               latency=self.latency_target())
+                               latency=replace(self.latency_target(), rank=rank))
 
-        pruned = self.bench.pruned("lamp-latency-2x", prune)
+        pruned = self.bench.pruned(f"lamp-latency-2x-{rank}", prune)
 
         def run() -> dict[str, Any]:
             from yoloslim.models.load import load_module
 
             return timed_pair(prepared(self.baseline), load_module(pruned["weights"]).float().eval())
 
-        return {"planner": pruned["prune"], "retimed": self.steps.get_or_run("land-retimed", run), "pruned": pruned}
+        return {"rank": rank, "planner": pruned["prune"], "retimed": self.steps.get_or_run(f"land-retimed-{rank}", run),
+                "pruned": pruned}
 
     def error(self) -> list[dict[str, Any]]:
         from yoloslim.latency.runtimes import OnnxRuntimeCPU
@@ -145,13 +152,20 @@ class LatencyBenchmark:
         target = search["chosen"]["gflops_target"]
         pruned = self.bench.pruned("lamp-flops-equal-latency",
                                    lambda: prune_model(self.baseline, method="lamp", speed_up=target, imgsz=IMGSZ))
-        return {"search": search, "pruned": pruned}
+        reaching = [t for t in search["tried"] if t["speed_up"] >= TARGET]
+        least = min(reaching, key=lambda t: t["gflops_speed_up"])["gflops_target"]
+        least_pruned = self.bench.pruned("lamp-flops-least-2x",
+                                         lambda: prune_model(self.baseline, method="lamp", speed_up=least, imgsz=IMGSZ))
+        return {"search": search, "pruned": pruned, "least": least, "least_pruned": least_pruned}
 
-    def accuracy(self, land: dict[str, Any], equal: dict[str, Any]) -> list[dict[str, Any]]:
+    def accuracy(self, lands: list[dict[str, Any]], equal: dict[str, Any]) -> list[dict[str, Any]]:
         budget = self.bench.finetune_budget(self.baseline)
-        return [self.bench.row("lamp-latency-2x", "lamp 2.0X measured latency", land["pruned"], budget),
-                self.bench.row("lamp-flops-equal-latency", "lamp GFLOPs-planned at equal latency", equal["pruned"],
-                               budget)]
+        rows = [self.bench.row(f"lamp-latency-2x-{land['rank']}", f"lamp 2.0X measured latency, {land['rank']} ranking",
+                               land["pruned"], budget) for land in lands]
+        return [*rows, self.bench.row("lamp-flops-equal-latency", "lamp GFLOPs-planned at equal latency",
+                                      equal["pruned"], budget),
+                self.bench.row("lamp-flops-least-2x", "lamp GFLOPs-planned, least GFLOPs cut measured >= 2.0x",
+                               equal["least_pruned"], budget)]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -162,10 +176,11 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{len(t['calibration']) - 1} calibration models in {t['seconds']:.1f} s; model {t['model_ms']:.2f} ms "
                   f"≈ {t['offset']:.2f} + {t['scale']:.3f} × the timed convs' sum (alone: "
                   f"{t['model_ms'] - t['constant_ms']:.2f} ms)", ""]
-    if "land" in result:
-        planner, retimed = result["land"]["planner"], result["land"]["retimed"]
-        lines += [f"- `--latency-speed-up {TARGET}`: planner measured {planner['latency']['measured_speed_up']:.3f}x "
-                  f"(predicted {planner['latency']['predicted_speed_up']:.3f}x) in {planner['steps']} step(s), "
+    for land in result.get("land", []):
+        planner, retimed = land["planner"], land["retimed"]
+        lines += [f"- `--latency-speed-up {TARGET} --latency-rank {land['rank']}`: planner measured "
+                  f"{planner['latency']['measured_speed_up']:.3f}x (predicted "
+                  f"{planner['latency']['predicted_speed_up']:.3f}x) in {planner['steps']} step(s), "
                   f"{planner['seconds']:.1f} s; GFLOPs speed-up {planner['speed_up']:.3f}x; re-timed alone: "
                   f"{retimed['base_ms']:.2f} → {retimed['ms']:.2f} ms = **{retimed['speed_up']:.3f}x**", ""]
     if "error" in result:
@@ -203,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     if "table" in args.parts:
         result["table"] = runner.table()
     if {"land", "equal", "accuracy"} & set(args.parts):
-        result["land"] = runner.land()
+        result["land"] = [runner.land(rank) for rank in RANKINGS]
     if "error" in args.parts:
         result["error"] = runner.error()
     if {"equal", "accuracy"} & set(args.parts):
-        result["equal"] = runner.equal(result["land"]["retimed"]["speed_up"])
+        result["equal"] = runner.equal(result["land"][0]["retimed"]["speed_up"])
     if "accuracy" in args.parts:
         result["accuracy"] = runner.accuracy(result["land"], result["equal"])
     write_json(report, result)

@@ -57,10 +57,11 @@ def _model(cfg: str = "yolov8n.yaml") -> nn.Module:
     return YOLO(cfg).model
 
 
-def test_planner_lands_on_the_widths_the_table_predicts(width_runtime, tmp_path):
+@pytest.mark.parametrize("rank", ["importance", "per-ms"])
+def test_planner_lands_on_the_widths_the_table_predicts(width_runtime, tmp_path, rank):
     target = 1.8
     result = prune_model(_model(), speed_up=target, imgsz=64,
-                         latency=LatencyTarget(runtime=width_runtime.name, cache=tmp_path))
+                         latency=LatencyTarget(runtime=width_runtime.name, cache=tmp_path, rank=rank))
     latency = result.details["latency"]
     assert result.reached and result.steps == 1
     assert target <= latency["measured_speed_up"] <= target * 1.05
@@ -129,6 +130,21 @@ def test_a_wider_layer_that_is_no_slower_is_preferred():
 
     assert prefer_faster_widths([plan], [24], predict, round_to=8) == [16]  # 40 kept -> 48, no slower
     assert prefer_faster_widths([plan], [32], predict, round_to=8) == [32]  # 32 is already aligned
+
+
+def test_slack_under_the_goal_goes_back_to_the_most_important_channels():
+    from yoloslim.latency.cost import give_back
+    from yoloslim.prune.planner import GroupPlan
+
+    weak = GroupPlan(nn.Identity(), None, list(range(48)), torch.arange(48.0) / 100, 64, 1, 16, [])
+    strong = GroupPlan(nn.Identity(), None, list(range(48)), 1 + torch.arange(48.0), 64, 1, 16, [])
+
+    def predict(counts):
+        return float((64 - counts[0]) + (64 - counts[1]))
+
+    assert give_back([weak, strong], [16, 16], predict, goal=104.0, round_to=8) == [16, 8]
+    assert give_back([weak, strong], [16, 16], predict, goal=120.0, round_to=8) == [8, 0]
+    assert give_back([weak, strong], [16, 16], predict, goal=99.0, round_to=8) == [16, 16]
 
 
 def test_curve_interpolates_and_scales_below_its_samples():

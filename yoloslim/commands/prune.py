@@ -82,7 +82,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "pruning to a measured latency (--latency-speed-up T)",
         "Times every prunable conv on the runtime across the widths the planner can produce (a latency table, "
-        "cached in --out and reused), plans on it with channels ranked by importance per millisecond, then "
+        "cached in --out and reused), plans on it with the method's channel ranking, then "
         "times the pruned model against the base, alternately, and corrects until the measured speed-up is in "
         "[T, 1.05 T]. Measure on a quiet machine: other load shows up in the numbers.")
     g.add_argument("--latency-speed-up", type=float, default=None, metavar="T",
@@ -93,6 +93,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-batch", type=int, default=1, help="batch size latency is measured at")
     g.add_argument("--latency-runs", type=int, default=20,
                    help="timed runs of base and pruned model (alternating; the medians count)")
+    g.add_argument("--latency-rank", default="importance", metavar="{importance,per-ms}",
+                   help="rank channels by the method's importance, or by importance per millisecond saved (cut "
+                        "the early high-resolution layers first; it cost accuracy on the digits benchmark)")
     defaults = PagcpSettings()
     g = p.add_argument_group("PAGCP (--method pagcp --speed-up S --data D); defaults: the official README command")
     g.add_argument("--pagcp-rate", type=float, default=None, metavar="D0",
@@ -147,7 +150,7 @@ def _latency_target(args: argparse.Namespace):
     if args.latency_speed_up is None:
         return None
     return LatencyTarget(args.runtime, args.latency_threads, args.latency_batch, args.latency_runs,
-                         Path(args.out).expanduser().resolve() / "latency-tables")
+                         Path(args.out).expanduser().resolve() / "latency-tables", args.latency_rank)
 
 
 def _check_latency_args(args: argparse.Namespace) -> None:

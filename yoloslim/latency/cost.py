@@ -2,9 +2,14 @@
 
 The prediction of a candidate pruning is the latency table's estimate at the new widths plus a residual,
 re-measured every round (the whole model's measured latency minus the table's estimate for its current
-widths), so the next round corrects what the table missed. Channels are ranked by importance per
-millisecond: each group's scores are divided by the milliseconds one of its channels saves. After the search,
-a group keeps more channels wherever the table says that is no slower (widths the runtime handles well).
+widths), so the next round corrects what the table missed. Channels are ranked by the method's importance
+alone (``rank="importance"``, the default) or by importance per millisecond (``rank="per-ms"``: each group's
+scores divided by the milliseconds one of its channels saves). Per millisecond lost on the digits benchmark:
+at 640 px the early high-resolution layers cost the most per channel, so they were cut to their floor and the
+model finetuned to 0.176 mAP50-95 against 0.430 for GFLOPs planning at equal latency (docs/BENCHMARKS.md).
+After the search, a group keeps more channels wherever the table says that is no slower (widths the runtime
+handles well), and pruned channels go back, the most important first, while the prediction stays within the
+goal.
 The speed-up is base / pruned latency, both timed alternately in one process, median of ``runs``.
 """
 
@@ -18,24 +23,31 @@ from torch import nn
 
 from yoloslim.latency.runtimes import DEFAULT_RUNTIME, Runtime
 from yoloslim.latency.table import LatencyTable, current_widths
-from yoloslim.prune.planner import GroupPlan, Prediction, removed_channels, rounded_count, search_counts
+from yoloslim.prune.planner import (GlobalRanking, GroupPlan, Prediction, counts_at_ratio, counts_below,
+                                   removed_channels, rounded_count)
 
 if TYPE_CHECKING:
     from yoloslim.prune.planner import Planner
 
 MIN_MS_PER_CHANNEL = 1e-6  # a channel that saves nothing measurable goes last, not first
+SCAN_STEPS = 1000  # candidate prunings along the ranking (the first one under the goal is taken)
+
+
+RANKINGS = ("importance", "per-ms")
 
 
 @dataclass(frozen=True)
 class LatencyTarget:
     """How ``prune_model`` measures a latency speed-up: on which runtime, with how many threads, at which
-    batch, from how many alternated runs, and where its latency tables are cached (None: not cached)."""
+    batch, from how many alternated runs, where its latency tables are cached (None: not cached), and how
+    channels are ranked (see the module docstring)."""
 
     runtime: str = DEFAULT_RUNTIME
     threads: int = 1
     batch: int = 1
     runs: int = 20
     cache: Path | None = None
+    rank: str = "importance"
 
 
 @dataclass
@@ -71,6 +83,39 @@ def per_millisecond(plans: list[GroupPlan], predict: Callable[[list[int]], float
     return ranked
 
 
+def first_crossing(plans: list[GroupPlan], predict: Callable[[list[int]], float], goal: float, global_pruning: bool,
+                   round_to: int | None, steps: int = SCAN_STEPS) -> list[int]:
+    """The least pruning along the ranking predicted to reach ``goal``, found by scanning: latency is not
+    monotone in the channels removed (a width the runtime handles badly can be slower than a wider one), so the
+    bisection the GFLOPs planner uses could stop past the first point that reaches the goal."""
+    if global_pruning:
+        ranking = GlobalRanking(plans)
+        candidates = [counts_below(plans, ranking, n, round_to)
+                      for n in sorted({round(len(ranking) * i / steps) for i in range(steps + 1)})]
+    else:
+        candidates = [counts_at_ratio(plans, i / steps, round_to) for i in range(steps + 1)]
+    return next((counts for counts in candidates if predict(counts) <= goal), candidates[-1])
+
+
+def give_back(plans: list[GroupPlan], counts: list[int], predict: Callable[[list[int]], float], goal: float,
+              round_to: int | None) -> list[int]:
+    """Restore pruned channels, the most important first (``round_to`` at a time), while the prediction stays
+    within ``goal``: where the first pruning to reach the goal jumps past it (a width that crosses an alignment
+    step can save several milliseconds at once), the slack goes back to accuracy."""
+    step = round_to or 1
+    counts = list(counts)
+    while True:
+        candidates = sorted((float(plan.scores[counts[i] - 1]), i) for i, plan in enumerate(plans)
+                            if counts[i] > 0 and plan.ch_groups == 1)
+        for _, i in reversed(candidates):
+            trial = counts[:i] + [max(0, counts[i] - step)] + counts[i + 1:]
+            if predict(trial) <= goal:
+                counts = trial
+                break
+        else:
+            return counts
+
+
 def prefer_faster_widths(plans: list[GroupPlan], counts: list[int], predict: Callable[[list[int]], float],
                          round_to: int | None, reach: int = 4) -> list[int]:
     """Let each group keep up to ``reach`` more multiples of ``round_to`` where the table predicts no slower model."""
@@ -97,6 +142,7 @@ class LatencyCost:
     batch: int = 1
     runs: int = 20
     target: float | None = None
+    rank: str = "importance"
     base: float = field(init=False)
     _measured: dict[int, float] = field(default_factory=dict, init=False)
     _last: dict[str, float] = field(default_factory=dict, init=False)
@@ -111,8 +157,9 @@ class LatencyCost:
 
     def choose(self, plans: list[GroupPlan], predict: Callable[[list[int]], float], goal: float,
                global_pruning: bool, round_to: int | None) -> list[int]:
-        ranked = per_millisecond(plans, predict, round_to)
-        counts = search_counts(ranked, predict, goal, global_pruning, round_to)
+        ranked = per_millisecond(plans, predict, round_to) if self.rank == "per-ms" else plans
+        counts = first_crossing(ranked, predict, goal, global_pruning, round_to)
+        counts = give_back(ranked, counts, predict, goal, round_to)
         counts = prefer_faster_widths(ranked, counts, predict, round_to)
         self._last["predicted_ms"] = predict(counts)
         return counts
@@ -133,6 +180,7 @@ class LatencyCost:
         predicted = self._last.get("predicted_ms")
         return {"latency": {
             **self.runtime.key(), "imgsz": self.planner.imgsz, "batch": self.batch, "runs": self.runs,
+            "rank": self.rank,
             "target_speed_up": self.target,
             "base_ms": self._last.get("base_ms"), "ms": self._last.get("ms"),
             "measured_speed_up": self._last.get("measured_speed_up"),

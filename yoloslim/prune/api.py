@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 from torch import nn
 
 from yoloslim.errors import UserError
-from yoloslim.latency.cost import LatencyTarget
+from yoloslim.latency.cost import RANKINGS, LatencyTarget
 from yoloslim.prune.methods import DEFAULT_METHOD, get_method
 
 
@@ -82,6 +82,8 @@ def check_prune_settings(method: str, speed_up: float | None, prune_ratio: float
         if chosen.planner:
             raise UserError(f"method {method!r} plans on GFLOPs with its own planner — use --speed-up with it, or "
                             f"another method with --latency-speed-up")
+        if latency.rank not in RANKINGS:
+            raise UserError(f"unknown --latency-rank {latency.rank!r} — choose one of: {', '.join(RANKINGS)}")
         if latency.batch < 1 or latency.runs < 1:
             raise UserError(f"--latency-batch and --latency-runs must be at least 1, got {latency.batch} and "
                             f"{latency.runs}")
@@ -125,7 +127,7 @@ def latency_cost(planner, latency: LatencyTarget, target: float, log: Callable[[
     table = build_table(model, runtime, planner.imgsz, latency.batch, planner.round_to, planner.max_layer_ratio,
                         cache=latency.cache, runs=latency.runs, log=log,
                         calibration=lambda: evenly_narrowed(model, planner.imgsz))
-    return LatencyCost(planner, table, runtime, latency.batch, latency.runs, target)
+    return LatencyCost(planner, table, runtime, latency.batch, latency.runs, target, latency.rank)
 
 
 def conv_channels(model: nn.Module) -> dict[str, int]:
