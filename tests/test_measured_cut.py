@@ -74,4 +74,4 @@ def test_search_stops_where_live_channels_start_to_go(trained_yolov8n):
     assert DEAD_SHARE - 0.01 <= cut.ratio < 0.9 and cut.breaking_task == "box"
     assert rise(cut.ratio) <= LOSS_BOUND < rise(cut.breaking_ratio)
     assert cut.breaking_ratio == round(cut.ratio + 0.01, 2)
-    assert all(r <= LOSS_BOUND for ratio, r in cut.tried if ratio <= cut.ratio)
+    assert all(r > LOSS_BOUND for ratio, r in cut.tried if ratio > cut.ratio)
