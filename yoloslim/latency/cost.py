@@ -143,6 +143,7 @@ class LatencyCost:
     runs: int = 20
     target: float | None = None
     rank: str = "importance"
+    exact: bool = False
     base: float = field(init=False)
     _measured: dict[int, float] = field(default_factory=dict, init=False)
     _last: dict[str, float] = field(default_factory=dict, init=False)

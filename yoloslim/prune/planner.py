@@ -394,7 +394,7 @@ class Planner:
                      f"{time.perf_counter() - started:.1f} s)")
             if target <= reached <= target * WINDOW:
                 return self.finish(model, step, reached=True, details=cost.details())
-            if now >= previous:
+            if now >= previous and cost.exact:  # a measured cost may not fall for one round by noise alone
                 note = "the last step removed nothing more (per-layer limits or round-to)"
                 break
             if reached < target:
@@ -425,6 +425,7 @@ class Cost(Protocol):
     """What a speed-up is measured in, for :meth:`Planner.to_speed_up`."""
 
     base: float  # the unpruned model's cost
+    exact: bool  # counted (the same model always costs the same) rather than timed
 
     def predictor(self, model: nn.Module, plans: list[GroupPlan], flops: Prediction) -> Callable[[list[int]], float]:
         """Predicted cost of ``model`` after a candidate pruning (per-group counts)."""
@@ -448,6 +449,7 @@ class FlopsCost:
     """GFLOPs at the planner's ``imgsz``: predicted from per-layer MACs, counted by thop."""
 
     planner: Planner
+    exact: bool = True
 
     @property
     def base(self) -> float:
