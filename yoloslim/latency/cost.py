@@ -6,11 +6,12 @@ widths), so the next round corrects what the table missed. Channels are ranked b
 alone (``rank="importance"``, the default) or by importance per millisecond (``rank="per-ms"``: each group's
 scores divided by the milliseconds one of its channels saves). Per millisecond lost on the digits benchmark:
 at 640 px the early high-resolution layers cost the most per channel, so they were cut to their floor and the
-model finetuned to 0.176 mAP50-95 against 0.430 for GFLOPs planning at equal latency (docs/BENCHMARKS.md).
-After the search, a group keeps more channels wherever the table says that is no slower (widths the runtime
-handles well), and pruned channels go back, the most important first, while the prediction stays within the
-goal.
-The speed-up is base / pruned latency, both timed alternately in one process, median of ``runs``.
+model finetuned to 0.235 mAP50-95 against 0.474 with the importance ranking (docs/BENCHMARKS.md).
+
+The search scans the ranking for the first pruning predicted under the goal (latency is not monotone in the
+channels removed), gives pruned channels back, the most important first, while the prediction stays within the
+goal, and lets a group keep more channels wherever the table says that is no slower (widths the runtime handles
+well). The speed-up is base / pruned latency, both timed alternately in one process, median of ``runs``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 
 MIN_MS_PER_CHANNEL = 1e-6  # a channel that saves nothing measurable goes last, not first
 SCAN_STEPS = 1000  # candidate prunings along the ranking (the first one under the goal is taken)
-
-
 RANKINGS = ("importance", "per-ms")
 
 
