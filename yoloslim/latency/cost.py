@@ -16,6 +16,7 @@ well). The speed-up is base / pruned latency, both timed alternately in one proc
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -144,7 +145,7 @@ class LatencyCost:
     rank: str = "importance"
     exact: bool = False
     base: float = field(init=False)
-    _measured: dict[int, float] = field(default_factory=dict, init=False)
+    _measured: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, init=False)
     _last: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -152,7 +153,7 @@ class LatencyCost:
 
     def predictor(self, model: nn.Module, plans: list[GroupPlan], flops: Prediction) -> LatencyPrediction:
         widths = current_widths(model, self.table)
-        now = self._measured.get(id(model), self.base)
+        now = self._measured.get(model, self.base)  # a fresh copy was never measured: it is the base
         return LatencyPrediction(plans, self.table, widths, now - self.table.model_estimate(widths))
 
     def choose(self, plans: list[GroupPlan], predict: Callable[[list[int]], float], goal: float,
@@ -169,7 +170,7 @@ class LatencyCost:
         base_ms, pruned_ms = self.runtime.compare(self.planner.prunable.model, model, self.planner.imgsz, self.batch,
                                                   self.runs)
         value = self.base * pruned_ms / base_ms
-        self._measured[id(model)] = value
+        self._measured[model] = value
         self._last.update(base_ms=base_ms, ms=pruned_ms, measured_speed_up=base_ms / pruned_ms)
         return value
 
