@@ -11,6 +11,9 @@ can land a little short; the next round continues from the pruned model, aiming 
 the window. If a round overshoots the window, the planner restarts from an untouched copy with an
 aim corrected by the size of the miss.
 
+The same rounds can aim at another cost: :class:`Cost` is what a speed-up is measured in (GFLOPs here,
+measured milliseconds in :mod:`yoloslim.latency.cost`).
+
 Per-layer limits: no group keeps fewer than ``channel_floor`` of its *original* channels, and
 torch-pruning's ``round_to`` (remaining channels rounded down to a multiple) never goes below it.
 """
