@@ -117,13 +117,10 @@ class Grid:
         from yoloslim.engine.validate import validate
         from yoloslim.prune.classic import slim_prune_model
         from yoloslim.sparsity.api import sparse_train
-        from yoloslim.prune.calibration import loader_stride
-        from yoloslim.prune.task_losses import TaskLosses
         from yoloslim.sparsity.compare import module_selection
-        from yoloslim.sparsity.measured_cut import (CALIB_BATCHES, LOSS_BOUND, ROUND_UP, MeasuredCut,
-                                                    measure_safe_ratio)
+        from yoloslim.sparsity.measured_cut import LOSS_BOUND, ROUND_UP, MeasuredCut, measure_model
         from yoloslim.sparsity.stats import abs_gammas
-        from yoloslim.sparsity.verdict import LAYER_KEEP, judge_model, with_measured_cut
+        from yoloslim.sparsity.verdict import judge_model, with_measured_cut
 
         p = self.plan
 
@@ -148,8 +145,7 @@ class Grid:
         verdict = judge_model(module, selection)
 
         def measure() -> dict[str, Any]:
-            losses = TaskLosses.load(self.data, CALIB_BATCHES, p.imgsz, p.batch, loader_stride(module))
-            return measure_safe_ratio(module, losses, verdict.shortcut, LAYER_KEEP, p.imgsz).as_record()
+            return measure_model(module, self.data, p.imgsz, p.batch, verdict.shortcut).as_record()
 
         measured = self.steps.get_or_run(f"{cell.key}-measured-bound{LOSS_BOUND:g}-up{ROUND_UP}", measure)
         verdict = with_measured_cut(verdict, MeasuredCut(**measured), abs_gammas(module, selection.penalized))

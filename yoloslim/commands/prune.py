@@ -159,9 +159,8 @@ def _check_latency_args(args: argparse.Namespace) -> None:
 
     if args.latency_speed_up is None:
         return
-    if args.speed_up is not None or args.prune_ratio is not None:
-        given = "--speed-up" if args.speed_up is not None else "--prune-ratio"
-        raise UserError(f"--latency-speed-up and {given} both set the target — give one of them")
+    if args.speed_up is not None:  # --prune-ratio with it is refused by check_prune_settings
+        raise UserError("--latency-speed-up and --speed-up both set the target — give one of them")
     if not args.latency_speed_up > 1.0:
         raise UserError(f"--latency-speed-up must be greater than 1.0 (base / pruned latency), got "
                         f"{args.latency_speed_up}")

@@ -106,27 +106,23 @@ class OnnxRuntimeCPU:
     def time_layer(self, spec: LayerSpec, runs: int) -> float:
         import numpy as np
 
+        from yoloslim.report.metrics import median_ms
+
         session = self._session(conv_layer_onnx(spec))
         x = np.random.default_rng(0).random((spec.batch, spec.in_channels, spec.height, spec.width), dtype=np.float32)
-        feed = {"x": x}
-        for _ in range(2):
-            session.run(None, feed)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
+        return median_ms(lambda: session.run(None, {"x": x}), warmup=2, runs=runs)
 
     def compare(self, base: nn.Module, pruned: nn.Module, imgsz: int, batch: int, runs: int) -> tuple[float, float]:
         import numpy as np
 
         from yoloslim.engine.export import export_onnx
 
+        models = (base,) if pruned is base else (base, pruned)  # the unpruned model against itself: one export
         with tempfile.TemporaryDirectory(prefix="yoloslim-latency-") as tmp:
             sessions = [self._session(str(export_onnx(m, imgsz=imgsz, out=Path(tmp) / f"{i}.onnx", check=False,
                                                       batch=batch).path))
-                        for i, m in enumerate((base, pruned))]
+                        for i, m in enumerate(models)]
+        sessions = [sessions[0], sessions[-1]]
         x = np.random.default_rng(0).random((batch, 3, imgsz, imgsz), dtype=np.float32)
         feeds = [{s.get_inputs()[0].name: x} for s in sessions]
         return _median_alternating(lambda: sessions[0].run(None, feeds[0]), lambda: sessions[1].run(None, feeds[1]),

@@ -5,8 +5,9 @@ input size it sees at ``imgsz``: once across its output widths with all inputs, 
 with all outputs, at every width the planner can produce (multiples of ``round_to`` down to what
 ``max_layer_ratio`` allows), and at a few points with both reduced. A layer at (in, out) then costs what
 :class:`LayerLatency` derives from the two curves and those points, each curve interpolated between its
-samples, so a width the runtime handles badly (an unaligned one) shows up as the bump it is. Everything that is not a timed conv (concats,
-upsampling, pooling, the decode) is one constant: the whole model's measured latency minus its layers'.
+samples, so a width the runtime handles badly (an unaligned one) shows up as the bump it is. How the layers'
+sum maps to the whole model (concats, upsampling, pooling and the decode are not timed; a conv runs faster
+inside the model than alone) is fitted on whole-model timings: see :class:`LatencyTable`.
 
 The table is cached as JSON per (architecture, imgsz, batch, runtime, threads, machine, sampling) and reused.
 """
@@ -66,15 +67,13 @@ def timed_layers(model: nn.Module, imgsz: int, batch: int) -> dict[str, LayerSpe
 
     def record(module: nn.Conv2d, inputs, output) -> None:
         x = inputs[0]
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(module.padding, tuple):
             return
-        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-        if module.groups > 1 and not depthwise or not isinstance(module.padding, tuple):
-            return
-        specs[names[id(module)]] = LayerSpec(
-            module.in_channels, module.out_channels, tuple(module.kernel_size), tuple(module.stride),
-            tuple(module.padding), tuple(module.dilation), module.groups, x.shape[-2], x.shape[-1], batch,
-            _activation_name(activations.get(id(module))))
+        spec = LayerSpec(module.in_channels, module.out_channels, tuple(module.kernel_size), tuple(module.stride),
+                         tuple(module.padding), tuple(module.dilation), module.groups, x.shape[-2], x.shape[-1],
+                         batch, _activation_name(activations.get(id(module))))
+        if spec.groups == 1 or spec.depthwise:
+            specs[names[id(module)]] = spec
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if type(m) is nn.Conv2d]
     try:
@@ -269,10 +268,13 @@ def build_table(model: nn.Module, runtime: Runtime, imgsz: int, batch: int = 1, 
     key = table_key(specs, runtime, imgsz, batch, round_to, max_layer_ratio)
     path = cache_path(cache, key) if cache is not None else None
     if path is not None and path.exists():
-        data = json.loads(path.read_text())
-        if data.get("key") == key:
-            log(f"latency table reused from {path}")
-            return LatencyTable.from_json(data, path)
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                log(f"latency table reused from {path}")
+                return LatencyTable.from_json(data, path)
+        except (ValueError, KeyError, TypeError) as e:
+            log(f"latency table {path} is unreadable ({type(e).__name__}); building it again")
     started = time.perf_counter()
     axes = {name: (sample_widths(s.in_channels, round_to, max_layer_ratio),
                    sample_widths(s.out_channels, round_to, max_layer_ratio)) for name, s in specs.items()}

@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -36,7 +36,8 @@ def size_mb(model: nn.Module) -> float:
     return buffer.tell() / 1e6
 
 
-def _median_ms(fn, warmup: int, runs: int) -> float:
+def median_ms(fn: Callable[[], Any], warmup: int, runs: int) -> float:
+    """Median milliseconds of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -51,7 +52,7 @@ def torch_latency_ms(model: nn.Module, imgsz: int, batch: int = 1, warmup: int =
     model = model.float().eval()
     x = torch.rand(batch, 3, imgsz, imgsz)
     with torch.inference_mode():
-        return _median_ms(lambda: model(x), warmup, runs)
+        return median_ms(lambda: model(x), warmup, runs)
 
 
 def onnx_latency_ms(onnx_file: str | Path, imgsz: int, batch: int = 1, warmup: int = 3, runs: int = 20,
@@ -65,7 +66,7 @@ def onnx_latency_ms(onnx_file: str | Path, imgsz: int, batch: int = 1, warmup: i
     session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     x = np.random.default_rng(0).random((batch, 3, imgsz, imgsz), dtype=np.float32)
-    return _median_ms(lambda: session.run(None, {name: x}), warmup, runs)
+    return median_ms(lambda: session.run(None, {name: x}), warmup, runs)
 
 
 def fused_cost(module: nn.Module, imgsz: int) -> tuple[int, float]:

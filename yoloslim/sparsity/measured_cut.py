@@ -84,14 +84,23 @@ def measure_safe_ratio(model: nn.Module, losses: TaskLosses, shortcut: str, laye
                        [(h / HUNDREDTHS, rise) for h, (rise, _) in results.items()])
 
 
+def measure_model(model: nn.Module, data, imgsz: int, batch: int, shortcut: str) -> MeasuredCut:
+    """:func:`measure_safe_ratio` on ``CALIB_BATCHES`` training batches of ``data``, with the verdict's
+    --layer-keep."""
+    from yoloslim.prune.calibration import loader_stride
+    from yoloslim.sparsity.verdict import LAYER_KEEP
+
+    losses = TaskLosses.load(data, CALIB_BATCHES, imgsz, batch, loader_stride(model))
+    return measure_safe_ratio(model, losses, shortcut, LAYER_KEEP, imgsz)
+
+
 def measure_checkpoint(path, data, log: Callable[[str], None] = print) -> MeasuredCut | None:
     """Measure a sparse run's checkpoint and record the verdict with the measured safe ratio in it (in place,
     atomically). None, with a log line, when the model's loss has no task parts to measure."""
     from yoloslim.engine.checkpoint import atomic_torch_save, checkpoint_module, model_meta, read_checkpoint, \
         record_meta
-    from yoloslim.prune.calibration import loader_stride
     from yoloslim.sparsity.compare import judged_gammas
-    from yoloslim.sparsity.verdict import LAYER_KEEP, with_measured_cut
+    from yoloslim.sparsity.verdict import with_measured_cut
 
     ckpt = read_checkpoint(path)
     module = checkpoint_module(ckpt).float().eval()
@@ -100,8 +109,7 @@ def measure_checkpoint(path, data, log: Callable[[str], None] = print) -> Measur
     batch = batch if batch > 0 else 8
     values, verdict = judged_gammas(module)
     try:
-        losses = TaskLosses.load(data, CALIB_BATCHES, imgsz, batch, loader_stride(module))
-        cut = measure_safe_ratio(module, losses, verdict.shortcut, LAYER_KEEP, imgsz)
+        cut = measure_model(module, data, imgsz, batch, verdict.shortcut)
     except UserError as e:
         log(f"{path}: safe ratio not measured ({e}); the verdict stays the |γ| gap's")
         return None
