@@ -12,7 +12,8 @@ at 640 px, batch 1, one thread, base and pruned timed alternately in one process
 - equal: ``lamp`` planned on GFLOPs at the GFLOPs target whose measured latency matches the latency-planned model
   (the default ranking's), and at the smallest GFLOPs target tried whose measured speed-up reached 2.0x;
 - accuracy: all finetuned with the methods benchmark's recipe (40 epochs); the latency-planned mAP50-95 should be
-  at least the FLOPs-planned one's.
+  at least the FLOPs-planned one's;
+- profile: milliseconds per ONNX operator type inside the base model and a 50% random pruning (ORT's profiler).
 The timing parts need a quiet machine. Results: ``<out>/latency-target.json`` and ``.md``.
 """
 
@@ -36,7 +37,8 @@ IMGSZ = 640
 TARGET = 2.0
 RUNS = 30
 RANDOM_PRUNINGS = 10
-PARTS = ("table", "land", "error", "equal", "accuracy")
+PARTS = ("table", "land", "error", "equal", "accuracy", "profile")
+PROFILE_RUNS = 13
 
 
 def log(message: str) -> None:
@@ -158,6 +160,42 @@ class LatencyBenchmark:
                                          lambda: prune_model(self.baseline, method="lamp", speed_up=least, imgsz=IMGSZ))
         return {"search": search, "pruned": pruned, "least": least, "least_pruned": least_pruned}
 
+    def profile(self) -> dict[str, dict[str, float]]:
+        """Milliseconds per ONNX operator type (ORT's own profiler) of the base and of a model narrowed 50% at
+        random: where the time goes inside the model, next to the table's layers timed alone."""
+        import tempfile
+
+        import numpy as np
+        import onnxruntime as ort
+
+        from yoloslim.engine.export import export_onnx
+        from yoloslim.prune.api import prune_model
+
+        def run() -> dict[str, dict[str, float]]:
+            base = prepared(self.baseline)
+            pruned = prune_model(base, method="random", prune_ratio=0.5, imgsz=IMGSZ, seed=0, log=log).model
+            result = {}
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, model in (("base", base), ("random 50%", pruned)):
+                    options = ort.SessionOptions()
+                    options.intra_op_num_threads = options.inter_op_num_threads = 1
+                    options.enable_profiling = True
+                    options.profile_file_prefix = str(Path(tmp) / "profile")
+                    onnx_file = export_onnx(model, imgsz=IMGSZ, out=Path(tmp) / "m.onnx", check=False).path
+                    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+                    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+                    for _ in range(PROFILE_RUNS):
+                        session.run(None, {session.get_inputs()[0].name: x})
+                    per_op: dict[str, float] = {}
+                    for event in json.loads(Path(session.end_profiling()).read_text()):
+                        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                            op = event["args"]["op_name"]
+                            per_op[op] = per_op.get(op, 0.0) + event["dur"] / 1e3 / PROFILE_RUNS
+                    result[name] = dict(sorted(per_op.items(), key=lambda item: -item[1]))
+            return result
+
+        return self.steps.get_or_run("profile", run)
+
     def accuracy(self, lands: list[dict[str, Any]], equal: dict[str, Any]) -> list[dict[str, Any]]:
         budget = self.bench.finetune_budget(self.baseline)
         rows = [self.bench.row(f"lamp-latency-2x-{land['rank']}", f"lamp 2.0X measured latency, {land['rank']} ranking",
@@ -202,6 +240,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"| {r['name']} | {r['gflops']:.3f} | {r['map50_95_before_finetune']:.3f} | "
                   f"{r['map50_95_recalibrated']:.3f} | {r['map50_95']:.3f} | {r['latency_640_b1_ms']:.1f} ms |"
                   for r in result["accuracy"]]
+    for name, per_op in result.get("profile", {}).items():
+        lines += ["", f"- ORT profile, {name}: {sum(per_op.values()):.2f} ms in kernels; "
+                  + ", ".join(f"{op} {ms:.2f}" for op, ms in per_op.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         result["equal"] = runner.equal(result["land"][0]["retimed"]["speed_up"])
     if "accuracy" in args.parts:
         result["accuracy"] = runner.accuracy(result["land"], result["equal"])
+    if "profile" in args.parts:
+        result["profile"] = runner.profile()
     write_json(report, result)
     (runner.out / "latency-target.md").write_text(markdown(result))
     print(markdown(result))

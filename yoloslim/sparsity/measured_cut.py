@@ -7,7 +7,7 @@ detection loss (box/cls/dfl, or box/obj/cls) on a few training batches, eval mod
 ``--round-up ROUND_UP``) is safe while every part stays within (1 + ``LOSS_BOUND``) × the uncut model's. Every
 ratio of a ``COARSE_STEP`` grid is measured, because the cost is not monotone in the ratio (rounding up to
 multiples of 8 keeps different channels at different ratios: on a 20-epoch sparse yolov8n the cut at 0.2 raised
-the cls loss by 8.1%, the cuts at 0.3-0.7 by 2.5-4.6%); the largest safe one is then refined to hundredths by
+a task loss by 8.1%, the cuts at 0.3-0.8 by 2.1-4.6%); the largest safe one is then refined to hundredths by
 bisection towards the next grid point.
 
 ``LOSS_BOUND`` 0.05 was set on the digits benchmark's sparse yolov8n (AdamW lr 0.002, sr 1e-2, 8 epochs;
