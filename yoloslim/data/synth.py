@@ -1,4 +1,4 @@
-"""Synthetic YOLO-format detection datasets that need no download.
+"""Synthetic YOLO-format datasets that need no download, for every ultralytics task.
 
 Two kinds exist because they serve different purposes:
 
@@ -10,6 +10,11 @@ Two kinds exist because they serve different purposes:
 
 Every image is drawn from its own random generator seeded by ``(seed, split, index)``,
 so the output is reproducible and independent of generation order.
+
+Renderers return each object with its pixel mask; :mod:`yoloslim.data.labels` turns that
+one mask into a box (detect), polygon (segment), four keypoints (pose) or rotated box (obb).
+detect, segment and pose share the very same images. obb rotates the digits (shapes are
+rotated already) and classify draws a single large object per image, filed by class.
 """
 
 from __future__ import annotations
@@ -26,25 +31,31 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from yoloslim.data.labels import Box, Placed, label_line, pose_yaml
 from yoloslim.errors import UserError
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val")
+TASKS = ("detect", "segment", "pose", "obb", "classify")
 JPEG_QUALITY = 95
 
 SHAPE_NAMES = ("circle", "square", "triangle")
 SHAPE_MAX_IOU = 0.3
 SHAPE_TRIES = 5
+SHAPE_DIAMETER = (0.15, 0.45)  # circumscribing circle, as a fraction of the image side
+CLASSIFY_SHAPE_DIAMETER = (0.60, 0.90)
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 DIGIT_MAX_IOU = 0.35
 DIGIT_TRIES = 10
 DIGIT_MIN_PX = 8  # below the source 8x8 resolution strokes would vanish when resized
 DIGIT_ALPHA_BOX = 0.25
+DIGIT_HEIGHT = (0.04, 0.30)  # fraction of the image side, drawn log-uniformly
+CLASSIFY_DIGIT_HEIGHT = (0.40, 0.80)
+DIGIT_MAX_ANGLE = 60.0  # degrees; past +-90 a rotated 6 and a rotated 9 look alike
 LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end-exclusive
-Labelled = tuple[np.ndarray, list[tuple[int, Box]]]
+Labelled = tuple[np.ndarray, list[Placed]]
 
 
 def generate_dataset(
@@ -55,20 +66,24 @@ def generate_dataset(
     imgsz: int = 320,
     seed: int = 0,
     show_progress: bool = True,
+    task: str = "detect",
 ) -> Path:
-    """Write a synthetic YOLO dataset to ``out`` and return the absolute ``data.yaml`` path.
+    """Write a synthetic dataset for ``task`` to ``out`` and return what ultralytics takes as ``data``.
 
-    A folder already produced with identical parameters is reused untouched, which
-    makes this cheap to call from demos and benchmarks. Output appears atomically:
-    it is built in a hidden sibling folder and renamed into place at the end.
+    That is the absolute ``data.yaml`` path, except for ``classify`` whose trainer wants the
+    dataset folder (``train/<class>/*.jpg``). A folder already produced with identical
+    parameters is reused untouched, which makes this cheap to call from demos and benchmarks.
+    Output appears atomically: it is built in a hidden sibling folder and renamed into place.
     """
-    _validate(kind, n_train, n_val, imgsz, seed)
+    _validate(kind, n_train, n_val, imgsz, seed, task)
     out = Path(out).expanduser().resolve()
     params = {"version": GENERATOR_VERSION, "kind": kind, "n_train": n_train,
               "n_val": n_val, "imgsz": imgsz, "seed": seed}
-    cached = _reuse_existing(out, params)
-    if cached is not None:
-        return cached
+    if task != "detect":  # detect folders written before tasks existed must still be reused
+        params["task"] = task
+    result = out if task == "classify" else out / "data.yaml"
+    if _reuse_existing(out, params):
+        return result
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -78,12 +93,14 @@ def generate_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out / "data.yaml"
+    return result
 
 
-def _validate(kind: str, n_train: int, n_val: int, imgsz: int, seed: int) -> None:
+def _validate(kind: str, n_train: int, n_val: int, imgsz: int, seed: int, task: str) -> None:
     if kind not in KINDS:
         raise UserError(f"unknown synthetic dataset kind {kind!r} — choose one of: {', '.join(KINDS)}")
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r} — choose one of: {', '.join(TASKS)}")
     if n_train < 1 or n_val < 1:
         raise UserError(f"need at least 1 train and 1 val image (got n_train={n_train}, n_val={n_val})")
     if imgsz < 32:
@@ -92,10 +109,10 @@ def _validate(kind: str, n_train: int, n_val: int, imgsz: int, seed: int) -> Non
         raise UserError(f"seed must be a non-negative integer (got {seed})")
 
 
-def _reuse_existing(out: Path, params: dict) -> Path | None:
-    """Return the cached data.yaml, None if ``out`` is free, or refuse to clobber other data."""
+def _reuse_existing(out: Path, params: dict) -> bool:
+    """True if ``out`` holds this very dataset, False if it is free; refuse to clobber other data."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return None
+        return False
     meta, data_yaml = out / "synth.json", out / "data.yaml"
     if meta.is_file() and data_yaml.is_file():
         try:
@@ -103,7 +120,7 @@ def _reuse_existing(out: Path, params: dict) -> Path | None:
         except (OSError, ValueError):
             same = False
         if same:
-            return data_yaml
+            return True
     raise UserError(f"output folder {out} already exists with other content — choose another --out or delete it")
 
 
@@ -115,20 +132,30 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 def _build(tmp: Path, final: Path, params: dict, show_progress: bool) -> None:
     kind, imgsz, seed = params["kind"], params["imgsz"], params["seed"]
+    task = params.get("task", "detect")
     names, render = KINDS[kind]
     counts = {"train": params["n_train"], "val": params["n_val"]}
-    with tqdm(total=sum(counts.values()), desc=f"synth {kind}", unit="img", disable=not show_progress) as bar:
+    desc = f"synth {kind}" if task == "detect" else f"synth {kind} {task}"
+    with tqdm(total=sum(counts.values()), desc=desc, unit="img", disable=not show_progress) as bar:
         for split, count in counts.items():
-            img_dir, lbl_dir = tmp / "images" / split, tmp / "labels" / split
-            img_dir.mkdir(parents=True)
-            lbl_dir.mkdir(parents=True)
+            _make_split_dirs(tmp, split, task, names)
             for index in range(count):
                 rng = _image_rng(seed, split, index)
-                image, objects = render(rng, imgsz, split, index)
-                _write_sample(img_dir / f"{index:06d}.jpg", lbl_dir / f"{index:06d}.txt", image, objects)
+                image, objects = render(rng, imgsz, split, index, task)
+                _write_sample(tmp, split, index, task, names, image, objects)
                 bar.update()
-    _write_data_yaml(tmp / "data.yaml", final, names)
+    _write_data_yaml(tmp / "data.yaml", final, names, task)
     (tmp / "synth.json").write_text(json.dumps(params, indent=2) + "\n")
+
+
+def _make_split_dirs(root: Path, split: str, task: str, names: tuple[str, ...]) -> None:
+    """Every class gets its folder even when empty: ultralytics reads the class list from them."""
+    if task == "classify":
+        for name in names:
+            (root / split / name).mkdir(parents=True)
+    else:
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
 
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -136,24 +163,30 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
 
 
-def _write_sample(img_path: Path, lbl_path: Path, image: np.ndarray, objects: list[tuple[int, Box]]) -> None:
-    if not cv2.imwrite(str(img_path), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-        raise OSError(f"could not write image {img_path}")
-    size = image.shape[0]
-    lines = [_label_line(cls, box, size) for cls, box in objects]
-    lbl_path.write_text("".join(line + "\n" for line in lines))
+def _write_sample(root: Path, split: str, index: int, task: str, names: tuple[str, ...],
+                  image: np.ndarray, objects: list[Placed]) -> None:
+    """classify files the image under its (single) object's class; other tasks pair it with a label file."""
+    stem = f"{index:06d}"
+    if task == "classify":
+        _write_image(root / split / names[objects[0].cls] / f"{stem}.jpg", image)
+        return
+    _write_image(root / "images" / split / f"{stem}.jpg", image)
+    lines = [label_line(task, obj, image.shape[0]) for obj in objects]
+    (root / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
 
 
-def _label_line(cls: int, box: Box, size: int) -> str:
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2 / size, (y0 + y1) / 2 / size
-    w, h = (x1 - x0) / size, (y1 - y0) / size
-    return f"{cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}"
+def _write_image(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+        raise OSError(f"could not write image {path}")
 
 
-def _write_data_yaml(path: Path, final: Path, names: tuple[str, ...]) -> None:
+def _write_data_yaml(path: Path, final: Path, names: tuple[str, ...], task: str) -> None:
     data = {"path": str(final), "train": "images/train", "val": "images/val",
             "nc": len(names), "names": dict(enumerate(names))}
+    if task == "classify":
+        data.update(train="train", val="val", task="classify")
+    elif task == "pose":
+        data.update(pose_yaml(len(names)))
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
@@ -167,8 +200,8 @@ def _iou(a: Box, b: Box) -> float:
     return inter / (area - inter)
 
 
-def _fits(box: Box, placed: list[tuple[int, Box]], max_iou: float) -> bool:
-    return all(_iou(box, other) <= max_iou for _, other in placed)
+def _fits(box: Box, placed: list[Placed], max_iou: float) -> bool:
+    return all(_iou(box, other.box) <= max_iou for other in placed)
 
 
 def _hsv_to_bgr(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -180,24 +213,48 @@ def _hsv_to_bgr(h: float, s: float, v: float) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- shapes
 
 
-def _render_shapes(rng: np.random.Generator, imgsz: int, split: str, index: int) -> Labelled:
-    """Dark background with bright shapes, or light background with mid-tone shapes."""
+def _render_shapes(rng: np.random.Generator, imgsz: int, split: str, index: int, task: str) -> Labelled:
+    """Dark background with bright shapes, or light background with mid-tone shapes.
+
+    classify draws one large shape of class ``index % 3``; every other task gets the same
+    1-4 shapes (already randomly rotated, so obb needs nothing extra).
+    """
     dark = rng.random() < 0.5
     bg_v, fg_v = ((0, 70), (190, 255)) if dark else ((190, 255), (90, 170))
     image = _shape_background(rng, imgsz, bg_v)
-    placed: list[tuple[int, Box]] = []
+    if task == "classify":
+        cls = index % len(SHAPE_NAMES)
+        colour = _shape_colour(rng, fg_v)
+        shape = _shape(rng, imgsz, cls, CLASSIFY_SHAPE_DIAMETER)
+        _paint(image, shape, colour)
+        return image, [shape]
+    placed: list[Placed] = []
     for _ in range(int(rng.integers(1, 5))):
         cls = int(rng.integers(len(SHAPE_NAMES)))
-        colour = _hsv_to_bgr(rng.integers(180), rng.integers(200, 256), rng.integers(*fg_v, endpoint=True))
+        colour = _shape_colour(rng, fg_v)
         for _ in range(SHAPE_TRIES):
-            mask = _shape_mask(rng, imgsz, cls)
-            x, y, w, h = cv2.boundingRect(mask)
-            box = (x, y, x + w, y + h)
-            if _fits(box, placed, SHAPE_MAX_IOU):
-                image[y:y + h, x:x + w][mask[y:y + h, x:x + w] > 0] = colour
-                placed.append((cls, box))
+            shape = _shape(rng, imgsz, cls, SHAPE_DIAMETER)
+            if _fits(shape.box, placed, SHAPE_MAX_IOU):
+                _paint(image, shape, colour)
+                placed.append(shape)
                 break
     return image, placed
+
+
+def _shape_colour(rng: np.random.Generator, v_range: tuple[int, int]) -> tuple[int, int, int]:
+    return _hsv_to_bgr(rng.integers(180), rng.integers(200, 256), rng.integers(*v_range, endpoint=True))
+
+
+def _paint(image: np.ndarray, obj: Placed, colour: tuple[int, int, int]) -> None:
+    h, w = obj.mask.shape
+    image[obj.y0:obj.y0 + h, obj.x0:obj.x0 + w][obj.mask > 0] = colour
+
+
+def _shape(rng: np.random.Generator, imgsz: int, cls: int, diameter: tuple[float, float]) -> Placed:
+    """A random shape of class ``cls``, its mask cropped to its bounding rectangle."""
+    mask = _shape_mask(rng, imgsz, cls, diameter)
+    x, y, w, h = cv2.boundingRect(mask)
+    return Placed(cls, mask[y:y + h, x:x + w], x, y, orientable=SHAPE_NAMES[cls] != "circle")
 
 
 def _shape_background(rng: np.random.Generator, imgsz: int, v_range: tuple[int, int]) -> np.ndarray:
@@ -220,9 +277,10 @@ def _shape_background(rng: np.random.Generator, imgsz: int, v_range: tuple[int, 
     return image
 
 
-def _shape_mask(rng: np.random.Generator, imgsz: int, cls: int) -> np.ndarray:
-    """Filled shape whose circumscribing circle spans 15-45% of the image and lies inside it."""
-    radius = rng.uniform(0.15, 0.45) * imgsz / 2
+def _shape_mask(rng: np.random.Generator, imgsz: int, cls: int, diameter: tuple[float, float]) -> np.ndarray:
+    """Full-image mask of a filled shape whose circumscribing circle lies inside the image and
+    spans a ``diameter`` fraction of it."""
+    radius = rng.uniform(*diameter) * imgsz / 2
     cx, cy = rng.uniform(radius, imgsz - radius, size=2)
     mask = np.zeros((imgsz, imgsz), dtype=np.uint8)
     if SHAPE_NAMES[cls] == "circle":
@@ -260,24 +318,41 @@ def _photos() -> tuple[np.ndarray, ...]:
     return tuple(np.ascontiguousarray(img[:, :, ::-1]) for img in load_sample_images().images)
 
 
-def _render_digits(rng: np.random.Generator, imgsz: int, split: str, index: int) -> Labelled:
+def _render_digits(rng: np.random.Generator, imgsz: int, split: str, index: int, task: str) -> Labelled:
     """3-10 digits at log-uniform scales; the first digit's class cycles with ``index`` so
-    every split with at least ten images contains all ten classes."""
+    every split with at least ten images contains all ten classes.
+
+    obb turns every digit by a random angle so the orientation is there to learn;
+    classify draws a single large digit of class ``index % 10``.
+    """
     pools = _digit_pools(split)
     image = _photo_background(rng, imgsz)
-    placed: list[tuple[int, Box]] = []
+    if task == "classify":
+        cls = index % 10
+        alpha = _digit_alpha(rng, pools[cls], imgsz, CLASSIFY_DIGIT_HEIGHT)
+        h, w = alpha.shape
+        x0, y0 = int(rng.integers(imgsz - w + 1)), int(rng.integers(imgsz - h + 1))
+        _blend(rng, image, alpha, x0, y0)
+        return image, [_digit(cls, alpha, x0, y0)]
+    placed: list[Placed] = []
     for slot in range(int(rng.integers(3, 11))):
         cls = index % 10 if slot == 0 else int(rng.integers(10))
-        alpha = _digit_alpha(rng, pools[cls], imgsz)
+        alpha = _digit_alpha(rng, pools[cls], imgsz, DIGIT_HEIGHT)
+        if task == "obb":
+            alpha = _rotate_alpha(alpha, rng.uniform(-DIGIT_MAX_ANGLE, DIGIT_MAX_ANGLE))
         h, w = alpha.shape
         for _ in range(DIGIT_TRIES):
             x0, y0 = int(rng.integers(imgsz - w + 1)), int(rng.integers(imgsz - h + 1))
-            box = (x0, y0, x0 + w, y0 + h)
-            if _fits(box, placed, DIGIT_MAX_IOU):
+            if _fits((x0, y0, x0 + w, y0 + h), placed, DIGIT_MAX_IOU):
                 _blend(rng, image, alpha, x0, y0)
-                placed.append((cls, box))
+                placed.append(_digit(cls, alpha, x0, y0))
                 break
     return image, placed
+
+
+def _digit(cls: int, alpha: np.ndarray, x0: int, y0: int) -> Placed:
+    """The digit's mask is where its alpha exceeds the box threshold, so mask extent == box."""
+    return Placed(cls, (alpha > DIGIT_ALPHA_BOX).astype(np.uint8), x0, y0, fragmented=True)
 
 
 def _photo_background(rng: np.random.Generator, imgsz: int) -> np.ndarray:
@@ -293,12 +368,27 @@ def _photo_background(rng: np.random.Generator, imgsz: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(crop), (imgsz, imgsz), interpolation=interp)
 
 
-def _digit_alpha(rng: np.random.Generator, pool: np.ndarray, imgsz: int) -> np.ndarray:
-    """Upscaled digit cropped to where alpha exceeds the box threshold, so its extent *is* the box."""
+def _digit_alpha(rng: np.random.Generator, pool: np.ndarray, imgsz: int, height: tuple[float, float]) -> np.ndarray:
+    """Upscaled digit, log-uniformly ``height`` of the image tall, cropped to its box."""
     digit = pool[int(rng.integers(len(pool)))]
-    height = max(DIGIT_MIN_PX, round(np.exp(rng.uniform(np.log(0.04), np.log(0.30))) * imgsz))
-    width = max(DIGIT_MIN_PX, round(height * rng.uniform(0.8, 1.2)))
-    alpha = cv2.resize(digit, (width, height), interpolation=cv2.INTER_LINEAR)
+    rows = max(DIGIT_MIN_PX, round(np.exp(rng.uniform(np.log(height[0]), np.log(height[1]))) * imgsz))
+    cols = max(DIGIT_MIN_PX, round(rows * rng.uniform(0.8, 1.2)))
+    return _crop_to_box(cv2.resize(digit, (cols, rows), interpolation=cv2.INTER_LINEAR))
+
+
+def _rotate_alpha(alpha: np.ndarray, degrees: float) -> np.ndarray:
+    """``alpha`` turned about its centre on a canvas large enough to lose no stroke, cropped to its box."""
+    h, w = alpha.shape
+    side = int(np.ceil(np.hypot(h, w))) + 2
+    canvas = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = alpha
+    turn = cv2.getRotationMatrix2D(((side - 1) / 2, (side - 1) / 2), degrees, 1.0)
+    return _crop_to_box(cv2.warpAffine(canvas, turn, (side, side), flags=cv2.INTER_LINEAR))
+
+
+def _crop_to_box(alpha: np.ndarray) -> np.ndarray:
+    """Crop to where alpha exceeds the box threshold, so the crop's extent *is* the box."""
     rows = np.flatnonzero((alpha > DIGIT_ALPHA_BOX).any(axis=1))
     cols = np.flatnonzero((alpha > DIGIT_ALPHA_BOX).any(axis=0))
     return alpha[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -320,7 +410,8 @@ def _blend(rng: np.random.Generator, image: np.ndarray, alpha: np.ndarray, x0: i
     image[y0:y0 + h, x0:x0 + w] = (patch * (1 - a) + colour * a).round().astype(np.uint8)
 
 
-KINDS: dict[str, tuple[tuple[str, ...], Callable[[np.random.Generator, int, str, int], Labelled]]] = {
+# Classify reads class names from sorted folder names, so each name tuple must already be sorted.
+KINDS: dict[str, tuple[tuple[str, ...], Callable[[np.random.Generator, int, str, int, str], Labelled]]] = {
     "shapes": (SHAPE_NAMES, _render_shapes),
     "digits": (DIGIT_NAMES, _render_digits),
 }
