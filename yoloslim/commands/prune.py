@@ -243,9 +243,8 @@ def _prune_and_measure(module, ratio: float | None, args: argparse.Namespace, fo
 
 
 def run(args: argparse.Namespace) -> int:
-    from yoloslim.data.checks import check_data_yaml
     from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint, save_model_checkpoint
-    from yoloslim.engine.trainer import head_nc
+    from yoloslim.engine.tasks import check_data_for
     from yoloslim.errors import UserError
     from yoloslim.models.load import load_module
     from yoloslim.prune.api import check_prune_settings, finetune
@@ -276,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         base = read_checkpoint(args.weights)
     module = checkpoint_module(base) if base else load_module(args.weights)
     if args.data:
-        check_data_yaml(args.data, nc=head_nc(module))
+        check_data_for(module, args.data)
     out = Path(args.out).expanduser().resolve()
 
     baseline = _row("baseline", module, args)

@@ -1,4 +1,5 @@
-"""Validate a checkpoint: precision, recall, mAP50, mAP50-95, plus parameters, GFLOPs and size.
+"""Validate a checkpoint with its task's metrics (box P/R/mAP, plus mask or pose mAP; top-1/top-5 for
+classifiers), plus parameters, GFLOPs and size.
 --data defaults to the dataset the checkpoint was trained on."""
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ import json
 
 from yoloslim.commands.common import add_data_arg, add_model_arg
 
+LABELS = {"precision": "P", "recall": "R", "map50": "mAP50", "map50_95": "mAP50-95", "mask_map50": "mask mAP50",
+          "mask_map50_95": "mask mAP50-95", "pose_map50": "pose mAP50", "pose_map50_95": "pose mAP50-95",
+          "top1": "top-1", "top5": "top-5"}
 NAME = "val"
 HELP = "validate a checkpoint on a dataset"
 ORDER = 60
@@ -36,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"P {accuracy['precision']:.3f}  R {accuracy['recall']:.3f}  mAP50 {accuracy['map50']:.3f}  "
-          f"mAP50-95 {accuracy['map50_95']:.3f}")
+    print("  ".join(f"{LABELS[key]} {value:.3f}" for key, value in accuracy.items()))
     print(f"params {cost['params']:,}  GFLOPs@{args.imgsz} {cost['gflops']:.2f}  size {cost['size_mb']:.2f} MB (fp16)")
     return 0

@@ -21,6 +21,7 @@ FORMATS = ("onnx",)
 class ExportResult:
     path: Path
     max_abs_diff: float
+    output_scale: float = float("nan")  # the largest |PyTorch output| the difference was measured on
 
 
 def _stage_checkpoint(model: str | Path | nn.Module, folder: Path) -> Path:
@@ -54,23 +55,30 @@ def export_onnx(model: str | Path | nn.Module, imgsz: int = 640, out: str | Path
         except Exception as e:
             raise UserError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]} — "
                             f"protect or remove the offending layer and retry") from None
-        diff = max_abs_diff(wrapper.model, onnx_file, imgsz, batch=batch) if check else float("nan")
+        diff, scale = compare_with_pytorch(wrapper.model, onnx_file, imgsz, batch=batch) if check else (
+            float("nan"), float("nan"))
         target = Path(out) if out else (Path(model).with_suffix(".onnx") if not isinstance(model, nn.Module)
                                         else Path.cwd() / "model.onnx")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(onnx_file, target.with_name(f".{target.name}.tmp"))
         target.with_name(f".{target.name}.tmp").replace(target)
-    return ExportResult(path=target, max_abs_diff=diff)
+    return ExportResult(path=target, max_abs_diff=diff, output_scale=scale)
 
 
-def _flat_first_output(out) -> np.ndarray:
-    while isinstance(out, (list, tuple)):
+def _exported_outputs(out) -> list[np.ndarray]:
+    """The eval-mode outputs an ONNX export writes, in order. ultralytics heads return them alone (a classifier's
+    probabilities), or first in a pair with the raw head outputs: one tensor (detect, pose, obb) or a
+    list (segment: predictions and mask prototypes)."""
+    if isinstance(out, (list, tuple)):
         out = out[0]
-    return out.detach().cpu().float().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+    tensors = list(out) if isinstance(out, (list, tuple)) else [out]
+    return [t.detach().cpu().float().numpy() for t in tensors]
 
 
-def max_abs_diff(module: nn.Module, onnx_file: str | Path, imgsz: int, seed: int = 0, batch: int = 1) -> float:
-    """Largest absolute difference between PyTorch and ONNX Runtime on one random batch.
+def compare_with_pytorch(module: nn.Module, onnx_file: str | Path, imgsz: int, seed: int = 0,
+                         batch: int = 1) -> tuple[float, float]:
+    """Largest absolute difference between PyTorch and ONNX Runtime over every exported output, on one random
+    batch, and the largest absolute PyTorch output (boxes are in pixels, so a difference reads against it).
 
     The exporter fuses Conv+BN, so the reference is the fused module too: the check then
     measures the export, not the (legitimate) rounding difference of fusing.
@@ -85,9 +93,11 @@ def max_abs_diff(module: nn.Module, onnx_file: str | Path, imgsz: int, seed: int
     x = torch.rand(batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     with torch.inference_mode():
-        reference = _flat_first_output(module(x))
-    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    if onnx_out.shape != reference.shape:
-        raise UserError(f"ONNX output shape {onnx_out.shape} differs from PyTorch {reference.shape} — "
+        reference = _exported_outputs(module(x))
+    exported = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    shapes = [tuple(o.shape) for o in exported], [tuple(r.shape) for r in reference]
+    if shapes[0] != shapes[1]:
+        raise UserError(f"ONNX output shapes {shapes[0]} differ from PyTorch {shapes[1]} — "
                         "export is inconsistent; report this model")
-    return float(np.abs(onnx_out - reference).max())
+    diff = max(float(np.abs(o - r).max()) for o, r in zip(exported, reference))
+    return diff, max(float(np.abs(r).max()) for r in reference)

@@ -10,7 +10,8 @@ names a file refers to through an allowlist, so loading can only
   subclasses, numpy dtypes, enums),
 * fetch a layer's own ``forward``/``forward_fuse`` (fused layers pickle it by name) and enum members,
 * name immutable constants of torch, ultralytics, yoloslim and numpy (``torch.float32``),
-* create instances of classes from torch, ultralytics and yoloslim (every layer and model class) the way
+* create instances of classes from torch, ultralytics, yoloslim and torchvision.transforms (every layer and
+  model class, a classifier's preprocessing) the way
   unpickling does — allocated, then given their saved state — without ever running their constructors:
   a file that tries to call one with arguments (``AutoBackend("other.pt")`` would load another file) is
   refused.
@@ -43,6 +44,8 @@ import torch
 TRUST_ENV = "YOLOSLIM_TRUST_CHECKPOINT"  # set by --trust-checkpoint; inherited by DDP workers
 TRUSTED_PACKAGES = ("torch", "ultralytics", "yoloslim")
 CONSTANT_PACKAGES = (*TRUSTED_PACKAGES, "numpy")
+# A classifier carries its preprocessing (``model.transforms``, torchvision's Compose/Resize/...) for prediction.
+TRUSTED_MODULES = ("torchvision.transforms",)
 ORIGINAL_YOLOV5_PACKAGE = "models"
 
 # Modules and names that older ultralytics releases pickled and later moved; the same mapping ultralytics
@@ -187,8 +190,9 @@ class CheckpointUnpickler(pickle.Unpickler):
         return self._resolve_restricted(module, name, full)
 
     def _resolve_restricted(self, module: str, name: str, full: str):
-        package = module.split(".")[0]
-        if package not in CONSTANT_PACKAGES or "." in name:
+        trusted_module = any(module == m or module.startswith(m + ".") for m in TRUSTED_MODULES)
+        package = module if trusted_module else module.split(".")[0]
+        if (package not in CONSTANT_PACKAGES and not trusted_module) or "." in name:
             raise RefusedGlobal(full, f"its pickle references {full}, which no model checkpoint needs")
         try:
             obj = getattr(importlib.import_module(module), name)
@@ -199,7 +203,7 @@ class CheckpointUnpickler(pickle.Unpickler):
             return obj  # such as torch.float32 or torch.contiguous_format
         if isinstance(obj, type) and _is_value_class(obj):
             return obj
-        if isinstance(obj, type) and package in TRUSTED_PACKAGES:
+        if isinstance(obj, type) and (package in TRUSTED_PACKAGES or trusted_module):
             return _without_constructor(obj)
         raise RefusedGlobal(full, f"its pickle references {full}, which no model checkpoint needs")
 

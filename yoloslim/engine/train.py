@@ -9,10 +9,11 @@ from typing import Any, Callable, Iterable
 
 from torch import nn
 
-from yoloslim.data.checks import check_data_yaml
+from yoloslim.data.checks import check_dataset
 from yoloslim.engine.checkpoint import checkpoint_module, read_checkpoint
 from yoloslim.engine.device import resolve_device
-from yoloslim.engine.trainer import head_nc, trainer_class
+from yoloslim.engine.tasks import check_data_for, task_of
+from yoloslim.engine.trainer import trainer_class
 from yoloslim.errors import UserError
 
 Callback = tuple[str, Callable[[Any], None]]
@@ -64,7 +65,7 @@ def train(
         data = recorded_data(resume_ckpt)
     if data is None:
         raise UserError("--data is required — pass a YOLO data.yaml (`yoloslim synth` writes one)")
-    data_yaml = check_data_yaml(data, nc=head_nc(module) if module is not None else None)
+    data_yaml = check_data_for(module, data) if module is not None else check_dataset(data, task=task_of(spec))
     if resume_path:  # the run's own folder and settings come from its checkpoint
         args = {"model": resume_path, "resume": resume_path, **given, **overrides}
         if data_given:

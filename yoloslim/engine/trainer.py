@@ -31,7 +31,11 @@ import yaml
 from torch import nn
 from ultralytics.cfg import DEFAULT_CFG, DEFAULT_CFG_DICT, get_cfg
 from ultralytics.models.rtdetr.train import RTDETRTrainer
+from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import LOCAL_RANK, LOGGER, RANK, __version__
 from ultralytics.utils.torch_utils import torch_distributed_zero_first, unwrap_model
 
@@ -54,8 +58,10 @@ ARGS_YAML_KEY = "yoloslim_args_yaml"  # args.yaml as first written, so a resume 
 
 
 def head_nc(model: nn.Module) -> int | None:
+    """Classes the head predicts: a detection head's ``nc``, a classifier's logits."""
     head = unwrap_model(model).model[-1]
-    return getattr(head, "nc", None)
+    linear = getattr(head, "linear", None)
+    return getattr(head, "nc", None) or (linear.out_features if isinstance(linear, nn.Linear) else None)
 
 
 class KeepModelMixin:
@@ -282,11 +288,33 @@ class SlimRTDETRTrainer(KeepModelMixin, RTDETRTrainer):
     """RT-DETR training on a kept model."""
 
 
+class SlimSegmentationTrainer(KeepModelMixin, SegmentationTrainer):
+    """Instance-segmentation training on a kept model."""
+
+
+class SlimPoseTrainer(KeepModelMixin, PoseTrainer):
+    """Pose training on a kept model."""
+
+
+class SlimOBBTrainer(KeepModelMixin, OBBTrainer):
+    """Oriented-box training on a kept model."""
+
+
+class SlimClassificationTrainer(KeepModelMixin, ClassificationTrainer):
+    """Classification training on a kept model."""
+
+
+TRAINERS = {"detect": SlimDetectionTrainer, "segment": SlimSegmentationTrainer, "pose": SlimPoseTrainer,
+            "obb": SlimOBBTrainer, "classify": SlimClassificationTrainer}
+
+
 def trainer_class(model: str | nn.Module) -> type:
+    """The trainer for the model's task (RT-DETR has its own); a checkpoint path is read to see its head."""
+    from yoloslim.engine.tasks import task_of
     from yoloslim.models.load import is_rtdetr_module
 
+    if not isinstance(model, nn.Module) and str(model).endswith(".pt"):
+        model = checkpoint_module(read_checkpoint(model))
     if isinstance(model, nn.Module):
-        return SlimRTDETRTrainer if is_rtdetr_module(model) else SlimDetectionTrainer
-    if str(model).endswith(".pt"):
-        return SlimRTDETRTrainer if is_rtdetr_module(checkpoint_module(read_checkpoint(model))) else SlimDetectionTrainer
-    return SlimRTDETRTrainer if "rtdetr" in str(model).lower() else SlimDetectionTrainer
+        return SlimRTDETRTrainer if is_rtdetr_module(model) else TRAINERS[task_of(model)]
+    return SlimRTDETRTrainer if "rtdetr" in str(model).lower() else TRAINERS[task_of(model)]

@@ -60,14 +60,21 @@ def resolve_spec(spec: str) -> tuple[str, bool]:
     raise UserError(f"cannot load {spec!r} — pass a checkpoint (.pt) or a model yaml (.yaml)")
 
 
-def build_from_yaml(target: str, nc: int | None = None, verbose: bool = False) -> nn.Module:
-    """A new detection module from a resolved model yaml, with ``nc`` classes if given."""
+def build_from_yaml(target: str, nc: int | None = None, verbose: bool = False,
+                    kpt_shape: list[int] | None = None) -> nn.Module:
+    """A new module of the yaml's task from a resolved model yaml, with ``nc`` classes (and a pose
+    model's ``kpt_shape``) if given."""
     if is_anchor_cfg(target):
         return build_anchor_model(target, nc=nc, verbose=verbose)
-    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+    from ultralytics.nn.tasks import RTDETRDetectionModel
 
-    cls = RTDETRDetectionModel if any(m in Path(target).name.lower() for m in RTDETR_MARKERS) else DetectionModel
-    return cls(target, nc=nc, verbose=verbose)
+    from yoloslim.engine.tasks import task_spec
+
+    if any(m in Path(target).name.lower() for m in RTDETR_MARKERS):
+        return RTDETRDetectionModel(target, nc=nc, verbose=verbose)
+    cls = task_spec(target).model_builder()
+    extra = {"data_kpt_shape": tuple(kpt_shape)} if kpt_shape is not None and cls.__name__ == "PoseModel" else {}
+    return cls(target, nc=nc, verbose=verbose, **extra)
 
 
 def load_model(spec: str, verbose: bool = False):

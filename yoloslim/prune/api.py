@@ -168,9 +168,8 @@ def prune_model(
     ``calib_batches`` training batches of ``data``, on the CPU. With ``latency``, ``speed_up`` is base / pruned
     latency measured on that runtime at ``imgsz`` (the planner predicts it from a per-layer latency table).
     """
-    from yoloslim.data.checks import check_data_yaml
     from yoloslim.engine.checkpoint import record_meta
-    from yoloslim.engine.trainer import head_nc
+    from yoloslim.engine.tasks import check_data_for, task_of
     from yoloslim.models.load import load_module
     from yoloslim.prune.calibration import gradient_statistics, loader_stride
     from yoloslim.prune.graph import prepare_for_pruning
@@ -186,7 +185,7 @@ def prune_model(
     module = copy.deepcopy(model) if isinstance(model, nn.Module) else load_module(str(model))
     module = module.float().cpu().eval()
     if data is not None:
-        data = check_data_yaml(data, nc=head_nc(module))
+        data = check_data_for(module, data)
     warning = sparse_training_warning(chosen, module)
     if warning:
         _warn(warning)
@@ -194,7 +193,7 @@ def prune_model(
     started = time.perf_counter()
     losses = None
     if chosen.planner:
-        losses = TaskLosses.load(data, calib_batches, imgsz, calib_batch_size, loader_stride(module))
+        losses = TaskLosses.load(data, calib_batches, imgsz, calib_batch_size, loader_stride(module), task_of(module))
         losses(module)  # a loss without task parts fails here, in one line, before the tracing
     base_params = count_params(module)
     prunable = prepare_for_pruning(module, imgsz=64, ignore=ignore, protect_heads=protect_heads)

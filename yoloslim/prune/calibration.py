@@ -18,16 +18,28 @@ from yoloslim.errors import UserError
 from yoloslim.prune.methods import GradientStat
 
 
-def calibration_batches(data: str | Path, imgsz: int, batch: int, stride: int):
-    """Letterboxed, un-augmented training batches in ultralytics' batch-dict format (boxes included)."""
+def calibration_batches(data: str | Path, imgsz: int, batch: int, stride: int, task: str = "detect"):
+    """Un-augmented training batches in ultralytics' batch-dict format for the ``task`` (letterboxed images
+    with boxes, masks, keypoints or angles; centre-cropped images and classes for classify). Pass the images
+    through :func:`model_input` before a forward pass."""
     from ultralytics.cfg import get_cfg
     from ultralytics.data.build import build_dataloader, build_yolo_dataset
-    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.data.utils import check_cls_dataset, check_det_dataset
 
-    info = check_det_dataset(str(data))
-    cfg = get_cfg(overrides={"imgsz": imgsz, "cache": False, "fraction": 1.0})
-    dataset = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=stride)
+    cfg = get_cfg(overrides={"imgsz": imgsz, "cache": False, "fraction": 1.0, "task": task})
+    if task == "classify":
+        from ultralytics.data.dataset import ClassificationDataset
+
+        dataset = ClassificationDataset(str(check_cls_dataset(str(data))["train"]), args=cfg, augment=False)
+    else:
+        info = check_det_dataset(str(data))
+        dataset = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=stride)
     return build_dataloader(dataset, batch=batch, workers=0, shuffle=False, pin_memory=False, device="cpu")
+
+
+def model_input(images: torch.Tensor) -> torch.Tensor:
+    """A loader's images as the model takes them: YOLO loaders give uint8 pixels, classify loaders floats."""
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
 
 
 def gradient_statistics(model: nn.Module, data: str | Path, stat: GradientStat, batches: int, imgsz: int,
@@ -42,7 +54,9 @@ def gradient_statistics(model: nn.Module, data: str | Path, stat: GradientStat, 
 
     if batches < 1:
         raise UserError(f"--calib-batches must be at least 1, got {batches}")
-    loader = calibration_batches(data, imgsz, batch, loader_stride(model))
+    from yoloslim.engine.tasks import task_of
+
+    loader = calibration_batches(data, imgsz, batch, loader_stride(model), task_of(model))
     saved_mode = model.training
     saved_requires = {name: p.requires_grad for name, p in model.named_parameters()}
     device = select_device(device, verbose=False)
@@ -59,7 +73,7 @@ def gradient_statistics(model: nn.Module, data: str | Path, stat: GradientStat, 
             for seen, images in enumerate(loader, start=1):
                 model.zero_grad(set_to_none=True)
                 images = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in images.items()}
-                images["img"] = images["img"].float() / 255
+                images["img"] = model_input(images["img"])
                 loss, _ = model.loss(images)
                 loss.sum().backward()
                 for name, p in model.named_parameters():

@@ -29,7 +29,7 @@ class StageRecord:
     target: float  # speed-up over the original model this stage aims at
     speed_up: float  # speed-up over the original model reached
     params: int
-    map50_95_pruned: float  # right after this stage's prune (and BN recalibration)
+    map50_95_pruned: float  # the task's accuracy (mAP50-95 for detection) right after this stage's prune
     map50_95_finetuned: float | None  # after this stage's finetune; None for the last stage
     weights: str  # this stage's pruned checkpoint
 
@@ -79,6 +79,7 @@ def iterative_prune(
     """
     from yoloslim.engine.checkpoint import save_model_checkpoint
     from yoloslim.engine.validate import validate
+    from yoloslim.engine.tasks import task_spec
     from yoloslim.prune.api import finetune
     from yoloslim.prune.recalibrate import recalibrate_bn
 
@@ -104,15 +105,17 @@ def iterative_prune(
         folder = Path(out) / f"stage-{stage}"
         pruned_pt = save_model_checkpoint(result.model, folder / "pruned.pt", meta={"pruned": result.summary()})
         reached = first.base_gflops / result.gflops
-        pruned_map = validate(result.model, data, **measured)["map50_95"]
+        accuracy = task_spec(result.model)
+        pruned_map = validate(result.model, data, **measured)[accuracy.primary]
         tuned_map = None
         if stage < stages:
             current = finetune(pruned_pt, data, epochs=stage_epochs, project=folder, name="finetune",
                                **finetune_options).last
-            tuned_map = validate(current, data, **measured)["map50_95"]
+            tuned_map = validate(current, data, **measured)[accuracy.primary]
         records.append(StageRecord(stage, round(target, 4), round(reached, 4), result.params, pruned_map,
                                    tuned_map, str(pruned_pt)))
-        log(f"stage {stage}/{stages}: {reached:.3f}x, {result.params:,} params, mAP50-95 {pruned_map:.3f} after "
+        log(f"stage {stage}/{stages}: {reached:.3f}x, {result.params:,} params, {accuracy.primary_label} "
+            f"{pruned_map:.3f} after "
             f"pruning" + (f", {tuned_map:.3f} after {stage_epochs} finetune epochs" if tuned_map is not None else ""))
     after = conv_channels(result.model)
     reached = first.base_gflops / result.gflops

@@ -48,9 +48,12 @@ def _run_recording_reads(model: nn.Module, example_inputs: torch.Tensor) -> tupl
     the walk back from the outputs needs no more, and the body may be slow or hang under autograd.
     """
     read: set[tuple[int, tuple[int, ...]]] = set()
+    alive: list[torch.Tensor] = []  # a freed input's memory could be reused by an output that no layer reads
 
     def record(_module, args) -> None:
-        read.update((t.data_ptr(), tuple(t.shape)) for t in args if isinstance(t, torch.Tensor))
+        tensors = [t for t in args if isinstance(t, torch.Tensor)]
+        alive.extend(tensors)
+        read.update((t.data_ptr(), tuple(t.shape)) for t in tensors)
 
     head = final_layer(model)
     recorded = head if head is not None else model

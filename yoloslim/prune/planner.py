@@ -380,6 +380,7 @@ class Planner:
         cost = cost or FlopsCost(self)
         aim, model, previous, note, step = target * FIRST_AIM, self.fresh_copy(), cost.base, "", 0
         overshot: nn.Module | None = None  # the last model that went past the window, kept as a fallback
+        fresh, fresh_miss = True, 1.0  # predicted / reached of the last round that pruned the unpruned model
         for step in range(1, max_steps + 1):
             started = time.perf_counter()
             graph, plans, flops = self.analyse(model, step)
@@ -400,11 +401,16 @@ class Planner:
             if now >= previous and cost.exact:  # a measured cost may not fall for one round by noise alone
                 note = "the last step removed nothing more (per-layer limits or round-to)"
                 break
+            if fresh:
+                fresh_miss = predicted / reached
+            fresh = False
             if reached < target:
                 aim = target * math.sqrt(WINDOW)  # continue from here, towards the middle of the window
             elif step < max_steps:
-                aim = target * math.sqrt(WINDOW) * predicted / reached  # restart, corrected by the miss
-                overshot, model, now = model, self.fresh_copy(), cost.base
+                # restart, corrected by how far a round from the unpruned model missed (a round that continued
+                # from a pruned model may have predicted well, and correcting by it would repeat the first miss)
+                aim = target * math.sqrt(WINDOW) * fresh_miss
+                overshot, model, now, fresh = model, self.fresh_copy(), cost.base, True
             previous = now
         else:
             note = f"--max-steps {max_steps} was used up"

@@ -35,7 +35,8 @@ def recalibrate_bn(model: nn.Module, data: str | Path, batches: int = DEFAULT_RE
     from ultralytics.utils.torch_utils import select_device
 
     from yoloslim.engine.checkpoint import record_meta
-    from yoloslim.prune.calibration import calibration_batches
+    from yoloslim.engine.tasks import task_of
+    from yoloslim.prune.calibration import calibration_batches, model_input
 
     if batches < 1:
         raise UserError(f"--recalib must be at least 1 batch (or 0 to skip recalibration), got {batches}")
@@ -43,7 +44,7 @@ def recalibrate_bn(model: nn.Module, data: str | Path, batches: int = DEFAULT_RE
     if not norms:
         return 0
     stride = max(int(getattr(model, "stride", torch.tensor([32])).max()), 32)
-    loader = calibration_batches(data, imgsz, batch, stride)
+    loader = calibration_batches(data, imgsz, batch, stride, task_of(model))
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
              for m in norms]
     target = select_device(device, verbose=False)
@@ -57,7 +58,7 @@ def recalibrate_bn(model: nn.Module, data: str | Path, batches: int = DEFAULT_RE
         with torch.no_grad():
             for seen, images_batch in enumerate(tqdm(loader, total=min(batches, len(loader)), disable=not progress,
                                                      desc="BN recalibration", leave=False), start=1):
-                model(images_batch["img"].to(target).float() / 255)
+                model(model_input(images_batch["img"].to(target)))
                 images += len(images_batch["img"])
                 if seen == batches:
                     break

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from yoloslim.engine.checkpoint import atomic_write_bytes
+from yoloslim.report.table import ACCURACY_COLUMNS
 
-RELATIVE_KEYS = ("params", "gflops", "size_mb", "latency_ms", "map50", "map50_95")
+RELATIVE_KEYS = ("params", "gflops", "size_mb", "latency_ms", *ACCURACY_COLUMNS)
 
 
 def with_percentages(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -48,7 +49,7 @@ def markdown_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> 
         "",
         markdown_table(rows[1:], baseline=rows[0]),
         "",
-        "Latency: ONNX Runtime, CPU, batch 1. mAP is shown where a dataset was given; "
+        "Latency: ONNX Runtime, CPU, batch 1. Accuracy is shown where a dataset was given; "
         "differences to the baseline are in brackets.",
         "",
     ]

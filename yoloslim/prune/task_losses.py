@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from yoloslim.errors import UserError
-from yoloslim.prune.calibration import calibration_batches, loss_ready
+from yoloslim.prune.calibration import calibration_batches, loss_ready, model_input
 
 
 class TaskLosses:
@@ -27,13 +27,14 @@ class TaskLosses:
         self.source = source  # named in errors
 
     @classmethod
-    def load(cls, data: str | Path, batches: int, imgsz: int, batch_size: int, stride: int) -> TaskLosses:
+    def load(cls, data: str | Path, batches: int, imgsz: int, batch_size: int, stride: int,
+             task: str = "detect") -> TaskLosses:
         """The first ``batches`` letterboxed, un-augmented training batches of ``data``; they must carry boxes."""
         if batches < 1:
             raise UserError(f"--calib-batches must be at least 1, got {batches}")
         kept = []
-        for batch in calibration_batches(data, imgsz, batch_size, stride):
-            kept.append({**batch, "img": batch["img"].float() / 255})
+        for batch in calibration_batches(data, imgsz, batch_size, stride, task):
+            kept.append({**batch, "img": model_input(batch["img"])})
             if len(kept) == batches:
                 break
         if not kept:

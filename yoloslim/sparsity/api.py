@@ -30,20 +30,23 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in model.modules())
 
 
-def build_module(spec: str | nn.Module, data_yaml: Path) -> nn.Module:
-    """The module to train: a checkpoint as it is, or a yaml built with the dataset's class count."""
-    from yoloslim.data.checks import check_data_yaml, dataset_nc
-    from yoloslim.engine.trainer import head_nc
-    from yoloslim.models.load import build_from_yaml, is_rtdetr_module, load_module, resolve_spec
+def build_module(spec: str | nn.Module, data: str | Path) -> tuple[nn.Module, Path]:
+    """The module to train — a checkpoint as it is, or a yaml built for the dataset's classes (and keypoints) —
+    and the checked dataset path for its task."""
+    from yoloslim.data.checks import check_dataset, dataset_kpt_shape, dataset_nc
+    from yoloslim.engine.tasks import check_data_for, task_of
+    from yoloslim.models.load import build_from_yaml, load_module, resolve_spec
 
     if isinstance(spec, nn.Module):
         module = spec
     else:
         target, is_checkpoint = resolve_spec(str(spec))
-        module = load_module(target) if is_checkpoint else build_from_yaml(target, nc=dataset_nc(data_yaml))
-    if not is_rtdetr_module(module):
-        check_data_yaml(data_yaml, nc=head_nc(module))
-    return module
+        if is_checkpoint:
+            module = load_module(target)
+        else:
+            checked = check_dataset(data, task=task_of(target))
+            module = build_from_yaml(target, nc=dataset_nc(checked), kpt_shape=dataset_kpt_shape(checked))
+    return module, check_data_for(module, data)
 
 
 def sparse_train(
@@ -76,7 +79,6 @@ def sparse_train(
     from ultralytics.cfg import DEFAULT_CFG_DICT
     from ultralytics.utils import LOGGER
 
-    from yoloslim.data.checks import check_data_yaml
     from yoloslim.engine.checkpoint import read_checkpoint, record_meta
     from yoloslim.engine.train import recorded_data, run_dir, train
     from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
@@ -95,8 +97,7 @@ def sparse_train(
     dataset = data if data is not None else recorded_data(read_checkpoint(resume)) if resuming else None
     if dataset is None:
         raise UserError("--data is required — pass a YOLO data.yaml (`yoloslim synth` writes one)")
-    data_yaml = check_data_yaml(dataset)
-    module = build_module(resume if resuming else model, data_yaml)
+    module, data_yaml = build_module(resume if resuming else model, dataset)
     if not has_batchnorm(module):
         raise UserError("the model has no BatchNorm layers, so there is no γ to make sparse — "
                         "use a model with BN (e.g. yolov8n.yaml) or prune it without sparse training")

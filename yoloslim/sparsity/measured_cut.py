@@ -87,10 +87,11 @@ def measure_safe_ratio(model: nn.Module, losses: TaskLosses, shortcut: str, laye
 def measure_model(model: nn.Module, data, imgsz: int, batch: int, shortcut: str) -> MeasuredCut:
     """:func:`measure_safe_ratio` on ``CALIB_BATCHES`` training batches of ``data``, with the verdict's
     --layer-keep."""
+    from yoloslim.engine.tasks import task_of
     from yoloslim.prune.calibration import loader_stride
     from yoloslim.sparsity.verdict import LAYER_KEEP
 
-    losses = TaskLosses.load(data, CALIB_BATCHES, imgsz, batch, loader_stride(model))
+    losses = TaskLosses.load(data, CALIB_BATCHES, imgsz, batch, loader_stride(model), task_of(model))
     return measure_safe_ratio(model, losses, shortcut, LAYER_KEEP, imgsz)
 
 
