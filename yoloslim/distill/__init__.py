@@ -2,7 +2,8 @@
 
 recorders (which layers) → connectors (channel alignment) → losses (logit/feature) → schedules
 (weight over the run), assembled by :mod:`criterion` and driven by the trainer callbacks in
-:mod:`callback`. Entry points: :func:`distill` (Python), ``yoloslim distill`` (CLI), and
+:mod:`callback`; :mod:`tasks` says which terms apply to which task (detect, segment, pose, obb,
+classify). Entry points: :func:`distill` (Python), ``yoloslim distill`` (CLI), and
 :func:`distill_callbacks` + :mod:`cli_args` for other commands that train.
 """
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yoloslim.distill.losses import LOGIT_LOSSES, LogitLoss
+from yoloslim.distill.losses import BOX_LOGIT_LOSSES, LogitLoss
 from yoloslim.errors import UserError
 from yoloslim.models.yolov5.head import AnchorDetect, decode_slots
 from yoloslim.models.yolov5.loss import match_targets, targets_from_batch
@@ -130,4 +130,4 @@ def build_anchor_logit_loss(name: str, layout: AnchorHeadLayout) -> LogitLoss:
         return AnchorLogitDistance(layout, p=int(name[1]))
     if name == "ast":
         return AnchorAlignSoftTarget(layout)
-    raise UserError(f"unknown logit loss {name!r} — choose one of {', '.join(LOGIT_LOSSES)}")
+    raise UserError(f"unknown logit loss {name!r} for an anchor head — choose one of {', '.join(BOX_LOGIT_LOSSES)}")

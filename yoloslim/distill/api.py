@@ -34,7 +34,9 @@ def distill(
 ) -> TrainResult:
     """Train ``model`` (yaml, checkpoint or module — a pruned student stays pruned) with ``teacher``'s guidance.
 
-    ``logit`` is ``l1``/``l2``/``ast``, ``feature`` is ``mimic``/``mgd``/``cwd``; either or both.
+    ``logit`` is ``l1``/``l2``/``ast`` for box heads (detect, segment, pose, obb) or ``kl`` for classifiers,
+    ``feature`` is ``mimic``/``mgd``/``cwd``; either or both (``distill.tasks`` says what applies where).
+    The teacher must solve the student's task.
     ``layers`` sets the student and teacher layers together. ``train_args`` go to
     :func:`yoloslim.engine.train.train` (epochs, imgsz, batch, device, ...). The saved checkpoints
     hold the student only.

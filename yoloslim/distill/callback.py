@@ -36,7 +36,14 @@ STATE = "distill"  # key in last.pt's training state
 
 
 def load_teacher(teacher: str | Path | nn.Module, trainer) -> nn.Module:
-    """The teacher module: as given, from a checkpoint, or built from a yaml for the run's classes."""
+    """The teacher module: as given, from a checkpoint, or built from a yaml for the run's classes.
+
+    The trainer builds a yaml as a model of its own task whatever the yaml's head, so a yaml of another
+    task is refused first.
+    """
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    from yoloslim.distill.tasks import check_same_task
     from yoloslim.models import load_module
     from yoloslim.models.load import resolve_spec
 
@@ -45,6 +52,7 @@ def load_teacher(teacher: str | Path | nn.Module, trainer) -> nn.Module:
     target, is_checkpoint = resolve_spec(str(teacher))
     if is_checkpoint:
         return load_module(target)
+    check_same_task(unwrap_model(trainer.model), target)
     from ultralytics.utils import LOGGER
 
     LOGGER.warning(f"distill: teacher {teacher} is built from a yaml with random weights — pass a trained .pt")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from yoloslim.distill.config import DistillConfig
-from yoloslim.distill.losses import FEATURE_LOSSES, LOGIT_LOSSES
+from yoloslim.distill.losses import FEATURE_LOSSES
 from yoloslim.distill.schedules import SCHEDULES
+from yoloslim.distill.tasks import LOGIT_LOSSES
 
 
 def layer_indices(text: str) -> list[int]:
@@ -25,8 +26,9 @@ def add_distill_args(p: argparse.ArgumentParser, teacher_required: bool = True) 
     g.add_argument("--teacher", required=teacher_required, default=None, metavar="PT_OR_YAML",
                    help="teacher checkpoint (e.g. the unpruned model); its head/width may differ from the student's")
     g.add_argument("--logit", choices=LOGIT_LOSSES, default=None,
-                   help="logit distillation: l1/l2 on matched anchors' class and box outputs, "
-                        "ast = teacher scores as IoU-weighted soft binary targets")
+                   help="logit distillation — box heads (detect, segment, pose, obb): l1/l2 on matched anchors' "
+                        "class and box outputs, ast = teacher scores as IoU-weighted soft binary targets; "
+                        "classifiers: kl = KL divergence of temperature-softened class distributions")
     g.add_argument("--logit-weight", type=float, default=1.0, help="weight of the logit term")
     g.add_argument("--feature", choices=FEATURE_LOSSES, default=None,
                    help="feature distillation: mimic (MSE), mgd (masked generative), cwd (channel-wise)")
@@ -39,7 +41,7 @@ def add_distill_args(p: argparse.ArgumentParser, teacher_required: bool = True) 
                    help="teacher layers, paired in order with the student's (overrides --layers)")
     g.add_argument("--schedule", choices=tuple(SCHEDULES), default="constant",
                    help="distillation weight over the run: constant, or fading to 0 linearly / along a cosine")
-    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of --feature cwd")
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of --feature cwd and --logit kl")
     g.add_argument("--mask-ratio", type=float, default=0.65, help="fraction of positions masked by --feature mgd")
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
-from yoloslim.distill.losses import FEATURE_LOSSES, LOGIT_LOSSES
+from yoloslim.distill.losses import FEATURE_LOSSES
 from yoloslim.distill.schedules import check_schedule
+from yoloslim.distill.tasks import LOGIT_LOSSES, check_logit_for_task, known_task
 from yoloslim.errors import UserError
 
 
@@ -17,7 +18,8 @@ class DistillConfig:
     """What to distil from which teacher.
 
     ``teacher`` is a checkpoint path or model yaml (loaded lazily, so each DDP worker loads its own)
-    or an in-memory module. Layer lists default to the layers feeding each model's detection head.
+    or an in-memory module. Layer lists default to the layers feeding each model's head.
+    ``temperature`` softens the softmax of ``--feature cwd`` and of ``--logit kl`` alike.
     """
 
     teacher: str | Path | nn.Module
@@ -32,14 +34,13 @@ class DistillConfig:
     mask_ratio: float = 0.65
 
     def __post_init__(self) -> None:
-        if not isinstance(self.teacher, nn.Module):
-            from yoloslim.models.load import resolve_spec
-
-            resolve_spec(str(self.teacher))  # a missing teacher fails now, not after the trainer has set up
+        teacher_task = known_task(self.teacher)  # a missing teacher fails now, not after the trainer has set up
         if self.logit is None and self.feature is None:
             raise UserError("distillation needs --logit and/or --feature — e.g. --logit l2 --feature cwd")
         if self.logit is not None and self.logit not in LOGIT_LOSSES:
             raise UserError(f"unknown --logit {self.logit!r} — choose one of {', '.join(LOGIT_LOSSES)}")
+        if self.logit is not None and teacher_task is not None:  # a checkpoint's task is checked when it is loaded
+            check_logit_for_task(self.logit, teacher_task)
         if self.feature is not None and self.feature not in FEATURE_LOSSES:
             raise UserError(f"unknown --feature {self.feature!r} — choose one of {', '.join(FEATURE_LOSSES)}")
         check_schedule(self.schedule)

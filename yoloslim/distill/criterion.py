@@ -1,10 +1,11 @@
-"""The training loss with a teacher: the student's own detection loss plus distillation terms.
+"""The training loss with a teacher: the student's own task loss plus distillation terms.
 
 It replaces the student's ``criterion`` for the run, so it sees exactly the augmented batch the
 student was trained on, and it returns the ultralytics loss contract — a loss vector plus a dict of
 named items — with one extra entry per distillation component. The trainer derives its loss names,
 progress-bar columns and results.csv columns from that dict, so ``logit_l2``/``feat_cwd`` appear
-beside box/cls/dfl without any trainer change.
+beside box/cls/dfl (or a classifier's ``loss``) without any trainer change. Which terms a task
+takes, and how its own loss is scaled, is ``tasks.py``'s business; nothing here assumes a head.
 """
 
 from __future__ import annotations
@@ -16,23 +17,25 @@ from torch import nn
 
 from yoloslim.distill.config import DistillConfig
 from yoloslim.distill.connectors import build_connectors
-from yoloslim.distill.heads import check_heads_compatible, training_outputs
-from yoloslim.distill.losses import FeatureLoss, LogitLoss, build_feature_loss, build_logit_loss
+from yoloslim.distill.heads import training_outputs
+from yoloslim.distill.losses import FeatureLoss, LogitLoss, build_feature_loss
 from yoloslim.distill.recorders import OutputRecorder, check_layers, head_input_layers
+from yoloslim.distill.tasks import build_logit_term, check_same_task, loss_scale
 from yoloslim.errors import UserError
 
 
-def _as_plain(detection):
+def _as_plain(task_loss):
     """What a copy of a DistillCriterion becomes (see ``DistillCriterion.__reduce__``)."""
-    return detection
+    return task_loss
 
 
 class DistillCriterion:
-    """Detection loss + weighted distillation terms; ``factor`` is the schedule's current multiplier."""
+    """The student's task loss + weighted distillation terms; ``factor`` is the schedule's current multiplier."""
 
     def __init__(
         self,
-        detection,
+        task_loss,
+        task: str,
         teacher: nn.Module,
         student_recorder: OutputRecorder,
         teacher_recorder: OutputRecorder,
@@ -41,7 +44,8 @@ class DistillCriterion:
         logit_loss: LogitLoss | None,
         config: DistillConfig,
     ) -> None:
-        self.detection = detection
+        self.task_loss = task_loss
+        self.task = task
         self.teacher = teacher
         self.student_recorder = student_recorder
         self.teacher_recorder = teacher_recorder
@@ -57,19 +61,21 @@ class DistillCriterion:
         ]
 
     def __reduce__(self):
-        """Copies of the student (EMA, checkpoints, DDP pickling) get the plain detection loss, never the teacher."""
-        return _as_plain, (self.detection,)
+        """Copies of the student (EMA, checkpoints, DDP pickling) get the plain task loss, never the teacher."""
+        return _as_plain, (self.task_loss,)
 
     def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, items = self.detection(preds, batch)
-        if isinstance(preds, tuple):  # eval-mode forward (validation): distillation is a training signal only
+        loss, items = self.task_loss(preds, batch)
+        # Every head's eval-mode forward returns a tuple (decoded output, raw output) — a classifier's is
+        # (probabilities, logits) — while train mode returns the raw output alone: a dict, a list or logits.
+        if isinstance(preds, tuple):  # eval mode (validation): distillation is a training signal only
             terms = [torch.zeros((), device=loss.device) for _ in self.names]
         else:
             terms = self.distillation_terms(preds, batch)
         for name, term in zip(self.names, terms):
             items[name] = term.detach()
-        batch_size = batch["img"].shape[0]
-        return torch.cat([loss, torch.stack(terms).to(loss.dtype) * batch_size]), items
+        scale = loss_scale(self.task, batch["img"].shape[0])
+        return torch.cat([loss.reshape(-1), torch.stack(terms).to(loss.dtype) * scale]), items
 
     def distillation_terms(self, preds, batch: dict) -> list[torch.Tensor]:
         """Weighted terms in ``self.names`` order; the teacher's activations are released before returning."""
@@ -98,8 +104,8 @@ class DistillCriterion:
 
     def update(self) -> None:
         """Forwarded end-of-epoch hook (ultralytics calls ``criterion.update()`` when it exists)."""
-        if hasattr(self.detection, "update"):
-            self.detection.update()
+        if hasattr(self.task_loss, "update"):
+            self.task_loss.update()
 
     def close(self) -> None:
         """Remove the hooks and drop the teacher so nothing outlives the run."""
@@ -163,15 +169,17 @@ def _feature_matching(
 def build_distillation(
     student: nn.Module, teacher: nn.Module, config: DistillConfig, imgsz: int, device: torch.device | str = "cpu"
 ) -> DistillCriterion:
-    """Wire a frozen ``teacher`` to ``student``: hooks, connectors, losses. Install with ``student.criterion = ...``."""
+    """Wire a frozen ``teacher`` of the student's task to ``student``: hooks, connectors, losses. Install with
+    ``student.criterion = ...``."""
     from yoloslim.models.load import is_rtdetr_module
 
     if is_rtdetr_module(student):
-        raise UserError("distillation supports YOLO detection students; RT-DETR's loss has another interface — "
+        raise UserError("distillation supports YOLO students; RT-DETR's loss has another interface — "
                         "train RT-DETR without --teacher")
+    task = check_same_task(student, teacher)
     device = torch.device(device)
     teacher = freeze_teacher(teacher.to(device).float())
-    layout = check_heads_compatible(student, teacher) if config.logit else None
+    logit_loss = build_logit_term(config.logit, task, student, teacher, config.temperature) if config.logit else None
     student_layers = check_layers(student, config.student_layers or head_input_layers(student), "student")
     teacher_layers = check_layers(
         teacher, config.teacher_layers or config.student_layers or head_input_layers(teacher), "teacher"
@@ -191,13 +199,7 @@ def build_distillation(
         student_recorder.remove()
         teacher_recorder.remove()
         raise
-    logit_loss = None
-    if config.logit:
-        from yoloslim.distill.anchor_logits import AnchorHeadLayout, build_anchor_logit_loss
-
-        build = build_anchor_logit_loss if isinstance(layout, AnchorHeadLayout) else build_logit_loss
-        logit_loss = build(config.logit, layout)
-    detection = student.init_criterion()
     return DistillCriterion(
-        detection, teacher, student_recorder, teacher_recorder, connectors, feature_loss, logit_loss, config
+        student.init_criterion(), task, teacher, student_recorder, teacher_recorder, connectors, feature_loss,
+        logit_loss, config,
     )

@@ -1,7 +1,9 @@
 """Distillation losses. Each returns an unweighted scalar; the caller applies weight and schedule.
 
 Feature losses compare the student's connector-aligned features with the teacher's at matched
-layers and average over layers. Logit losses compare the two detection heads anchor by anchor.
+layers and average over layers. The logit losses here compare two anchor-free box heads (Detect, and
+the box/class part of Segment, Pose and OBB) anchor by anchor; anchor-based heads have theirs in
+``anchor_logits.py``, classifiers theirs in ``class_logits.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yoloslim.distill.heads import HeadLayout, box_distribution, decode_boxes, teacher_foreground
+from yoloslim.distill.heads import HeadLayout, box_distribution, box_overlap, decode_boxes, teacher_foreground
 from yoloslim.errors import UserError
 
 
@@ -77,9 +79,13 @@ class MGDLoss(FeatureLoss):
 
 
 class LogitLoss(nn.Module):
-    """Compares student and teacher head outputs (dicts with ``boxes``, ``scores``, ``feats``)."""
+    """Compares student and teacher head outputs (:func:`heads.training_outputs` of each) on one batch.
 
-    def __init__(self, layout: HeadLayout) -> None:
+    ``layout`` is what the two heads were checked to share; the box-head losses here take the dicts with
+    ``boxes``, ``scores``, ``feats`` (and an OBB head's ``angle``) anchor-free heads produce.
+    """
+
+    def __init__(self, layout: object) -> None:
         super().__init__()
         self.layout = layout
 
@@ -113,12 +119,11 @@ class AlignSoftTargetLoss(LogitLoss):
     Distillation in Dense Object Detection", ICCV 2023): every class is a binary problem, so the
     teacher's sigmoid scores are soft binary targets for the student's BCE — written as binary KL
     (BCE minus the target's entropy: same gradient, zero when student equals teacher). Each anchor is
-    weighted by the IoU of the student's and teacher's decoded boxes, so classification is taught where
-    the two already localise the same object; the loss is the weighted mean over anchors."""
+    weighted by the IoU of the student's and teacher's decoded boxes (ProbIoU of rotated ones), so
+    classification is taught where the two already localise the same object; the loss is the weighted
+    mean over anchors."""
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
-        from ultralytics.utils.metrics import bbox_iou
-
         s_logits = student["scores"].float()
         t_logits = teacher["scores"].detach().float()
         target = t_logits.sigmoid()
@@ -126,14 +131,12 @@ class AlignSoftTargetLoss(LogitLoss):
             F.binary_cross_entropy_with_logits(t_logits, target, reduction="none")
         )
         with torch.no_grad():
-            s_boxes = decode_boxes(student["boxes"].detach(), student["feats"], self.layout)
-            t_boxes = decode_boxes(teacher["boxes"].detach(), teacher["feats"], self.layout)
-            weight = bbox_iou(s_boxes, t_boxes, xywh=False).squeeze(-1).clamp(min=0)
+            weight = box_overlap(decode_boxes(student, self.layout), decode_boxes(teacher, self.layout), self.layout)
         return (binary_kl.sum(1) * weight).sum() / weight.sum().clamp(min=1)
 
 
 FEATURE_LOSSES = ("mimic", "mgd", "cwd")
-LOGIT_LOSSES = ("l1", "l2", "ast")
+BOX_LOGIT_LOSSES = ("l1", "l2", "ast")  # per-anchor box-head terms; every --logit name: tasks.LOGIT_LOSSES
 
 
 def build_feature_loss(
@@ -153,4 +156,4 @@ def build_logit_loss(name: str, layout: HeadLayout) -> LogitLoss:
         return MatchedLogitDistance(layout, p=int(name[1]))
     if name == "ast":
         return AlignSoftTargetLoss(layout)
-    raise UserError(f"unknown logit loss {name!r} — choose one of {', '.join(LOGIT_LOSSES)}")
+    raise UserError(f"unknown logit loss {name!r} for a box head — choose one of {', '.join(BOX_LOGIT_LOSSES)}")

@@ -24,12 +24,19 @@ def layer_list(model: nn.Module) -> nn.Sequential:
 
 
 def head_input_layers(model: nn.Module) -> list[int]:
-    """Indices of the layers feeding the detection head (``Detect.f``): the default layers to match."""
-    sources = getattr(layer_list(model)[-1], "f", None)
-    if not isinstance(sources, (list, tuple)):
+    """Indices of the layers feeding the head (its ``f``): the default layers to match.
+
+    Box heads read several levels (``Detect.f`` = [15, 18, 21]); a Classify head reads one, usually given
+    relative to itself (``f`` = -1, the layer before it), as ultralytics resolves negative sources.
+    """
+    head = layer_list(model)[-1]
+    sources = getattr(head, "f", None)
+    if isinstance(sources, int):
+        sources = [sources]
+    if not isinstance(sources, (list, tuple)) or not all(isinstance(i, int) for i in sources):
         raise UserError(f"cannot find the layers feeding {type(model).__name__}'s head — pass --layers explicitly")
-    n = len(layer_list(model))
-    return [i % n for i in sources]
+    position = len(layer_list(model)) - 1
+    return [i + position if i < 0 else i for i in sources]
 
 
 def check_layers(model: nn.Module, layers: Sequence[int], role: str) -> list[int]:

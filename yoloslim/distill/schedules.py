@@ -1,7 +1,7 @@
 """How strongly the teacher speaks over the run.
 
 A factor in [0, 1] multiplies every distillation term. ``constant`` keeps the teacher at full
-weight; ``linear`` and ``cosine`` fade it out so the last iterations optimise the detection
+weight; ``linear`` and ``cosine`` fade it out so the last iterations optimise the task
 loss alone (the student may end up better than its teacher on the task metric that way).
 """
 
