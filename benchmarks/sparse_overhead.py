@@ -60,7 +60,7 @@ class IterationTimer:
 
 
 def measure(method: str, data: Path, args: argparse.Namespace, workdir: Path) -> dict:
-    module = build_module(args.model, data)
+    module, _ = build_module(args.model, data)
     prunable = prepare_for_pruning(module, imgsz=TRACE_IMGSZ)
     selection = select_bns(module, build_dependency_graph(prunable), prunable.ignored_layers)
     extension = EveryOtherStep(make_penalty(method, selection), sr=1e-2, schedule="linear")
