@@ -71,3 +71,24 @@ def test_cli_exit_code_in_subprocess(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().startswith("yoloslim info: error:")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model", ["yolov8n-world.yaml", "yoloe-11n-seg.yaml"])
+def test_open_vocabulary_model_is_refused_before_anything_is_built(capsys, tmp_path, model):
+    code, err = run_cli(["prune", "--weights", model, "--imgsz", "64", "--out", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, model, "open-vocabulary")
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_with_downloaded_backbone_weights_is_refused_and_builds_with_weights_none(capsys, tmp_path, monkeypatch):
+    import ultralytics
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub cache: the weights would download
+    code, err = run_cli(["info", "--weights", "yolo11-cls-resnet18.yaml", "--no-latency"], capsys)
+    assert_one_line_error(code, err, "resnet18", "never downloads", str(tmp_path / "torch-home"))
+
+    shipped = next((__import__("pathlib").Path(ultralytics.__file__).parent / "cfg").rglob("yolo11-cls-resnet18.yaml"))
+    local = tmp_path / "resnet18-random.yaml"
+    local.write_text(shipped.read_text().replace("resnet18, DEFAULT,", "resnet18, None,"))
+    assert "None" in local.read_text()
+    assert main(["info", "--weights", str(local), "--no-latency"]) == 0

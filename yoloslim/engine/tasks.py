@@ -59,9 +59,12 @@ TASKS: dict[str, Task] = {
 ACCURACY_KEYS = tuple(dict.fromkeys(short for task in TASKS.values() for short in task.metrics.values()))
 
 
+OPEN_VOCABULARY = "open-vocabulary"
 MODEL_CLASS_TASKS = {"SegmentationModel": "segment", "PoseModel": "pose", "OBBModel": "obb",
                      "ClassificationModel": "classify", "SemanticSegmentationModel": "semantic", "DepthModel": "depth",
+                     "WorldModel": OPEN_VOCABULARY, "YOLOEModel": OPEN_VOCABULARY, "YOLOESegModel": OPEN_VOCABULARY,
                      "DetectionModel": "detect"}
+OPEN_VOCABULARY_HEADS = ("WorldDetect", "YOLOEDetect", "YOLOESegment", "YOLOESegment26")
 
 
 def task_of(model: nn.Module | str | Path) -> str:
@@ -77,7 +80,13 @@ def task_of(model: nn.Module | str | Path) -> str:
     elif is_anchor_cfg(str(model)):
         name = "detect"
     else:
-        name = guess_model_task(yaml_model_load(str(model))) or "detect"  # RT-DETR's decoder names no task
+        cfg = yaml_model_load(str(model))
+        head = str(cfg["head"][-1][2]) if cfg.get("head") else ""
+        name = OPEN_VOCABULARY if head in OPEN_VOCABULARY_HEADS else guess_model_task(cfg) or "detect"  # RT-DETR: none
+    if name == OPEN_VOCABULARY:
+        raise UserError(f"{_describe(model)} is an open-vocabulary model (YOLO-World/YOLOE): its classes are text "
+                        f"embeddings from a CLIP text encoder, whose weights are a download, and its layers take them "
+                        f"as a second input — yoloslim handles closed-set models such as yolov8n.yaml or yolo11n-seg.yaml")
     if name not in TASKS:
         raise UserError(f"{_describe(model)} is a {name!r} model — yoloslim handles {', '.join(TASKS)} models")
     return name

@@ -60,6 +60,47 @@ def resolve_spec(spec: str) -> tuple[str, bool]:
     raise UserError(f"cannot load {spec!r} — pass a checkpoint (.pt) or a model yaml (.yaml)")
 
 
+def check_builds_offline(target: str) -> None:
+    """Refuse a yaml whose layers would download weights while being built: ultralytics' ``TorchVision`` layer
+    asks torchvision for pretrained weights (``DEFAULT`` in ``yolo11-cls-resnet18.yaml``), which fetches them
+    unless torch's hub cache already holds the file."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    cfg = yaml_model_load(target)
+    for row in [*(cfg.get("backbone") or []), *(cfg.get("head") or [])]:
+        args = list(row[3]) if len(row) > 3 else []
+        if str(row[2]) != "TorchVision" or len(args) < 3 or not _literal(args[2]):
+            continue
+        cached = _torchvision_weights_file(str(args[1]), str(args[2]))
+        if cached is None or not cached.is_file():
+            where = f"put {cached.name} in {cached.parent}" if cached else "put them in torch's hub cache"
+            raise UserError(f"{Path(target).name} builds torchvision's {args[1]} with its pretrained {args[2]} "
+                            f"weights, a download, and yoloslim never downloads — {where}, or copy the yaml with "
+                            f"weights None for random ones")
+
+
+def _literal(value):
+    """A yaml argument as ultralytics' model parser reads it: the string ``None`` is None."""
+    import ast
+
+    try:
+        return ast.literal_eval(value) if isinstance(value, str) else value
+    except (ValueError, SyntaxError):
+        return value
+
+
+def _torchvision_weights_file(model: str, weights: str) -> Path | None:
+    """Where torchvision keeps ``model``'s ``weights`` once downloaded (None when torchvision does not know them)."""
+    import torch
+    import torchvision
+
+    try:
+        url = torchvision.models.get_model_weights(model)[weights].url
+    except (KeyError, ValueError, AttributeError):
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
 def build_from_yaml(target: str, nc: int | None = None, verbose: bool = False,
                     kpt_shape: list[int] | None = None) -> nn.Module:
     """A new module of the yaml's task from a resolved model yaml, with ``nc`` classes (and a pose
@@ -73,6 +114,7 @@ def build_from_yaml(target: str, nc: int | None = None, verbose: bool = False,
     if any(m in Path(target).name.lower() for m in RTDETR_MARKERS):
         return RTDETRDetectionModel(target, nc=nc, verbose=verbose)
     cls = task_spec(target).model_builder()
+    check_builds_offline(target)
     extra = {"data_kpt_shape": tuple(kpt_shape)} if kpt_shape is not None and cls.__name__ == "PoseModel" else {}
     return cls(target, nc=nc, verbose=verbose, **extra)
 
@@ -97,7 +139,11 @@ def load_model(spec: str, verbose: bool = False):
 
         return AnchorYOLOv5(target, verbose=verbose)
     else:
+        from yoloslim.engine.tasks import task_of
+
         rtdetr = any(m in Path(target).name.lower() for m in RTDETR_MARKERS)
+        task_of(target)  # a task yoloslim does not handle is refused before ultralytics builds it
+        check_builds_offline(target)
     try:
         return _model_class(rtdetr)(target) if rtdetr else _model_class(rtdetr)(target, verbose=verbose)
     except (FileNotFoundError, KeyError) as e:
