@@ -16,8 +16,9 @@ def add_model_arg(p: argparse.ArgumentParser, required: bool = True, flag: str =
 def add_data_arg(p: argparse.ArgumentParser, required: bool = True, from_checkpoint: bool = False) -> None:
     """``from_checkpoint``: when left out, the dataset the checkpoint was trained on (if that file still exists)."""
     default = " (default: the one the checkpoint was trained on, if that file still exists)" if from_checkpoint else ""
-    p.add_argument("--data", required=required, metavar="DATA_YAML",
-                   help=f"YOLO data.yaml (make one offline with `yoloslim synth`){default}")
+    p.add_argument("--data", required=required, metavar="DATA",
+                   help=f"YOLO data.yaml, or a classifier's dataset folder (train/<class>/, val/<class>/); "
+                        f"make either offline with `yoloslim synth --task ...`{default}")
 
 
 OPTIMIZERS = ("auto", "SGD", "MuSGD", "AdamW", "Adam", "NAdam", "RAdam", "Adamax", "RMSprop")

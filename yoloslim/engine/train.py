@@ -106,9 +106,10 @@ def _model_to_train(model: str | Path | nn.Module, resume_ckpt: dict | None) -> 
 
 
 def recorded_data(ckpt: dict) -> str | None:
-    """The dataset a checkpoint was trained on, when it says and that file still exists."""
+    """The dataset a checkpoint was trained on (a data.yaml, or a classifier's folder), when it says and it still
+    exists."""
     recorded = (ckpt.get("train_args") or {}).get("data")
-    return str(recorded) if recorded and Path(str(recorded)).is_file() else None
+    return str(recorded) if recorded and Path(str(recorded)).exists() else None
 
 
 def data_from_checkpoint(weights: str | Path | None, command: str) -> str:
@@ -119,8 +120,8 @@ def data_from_checkpoint(weights: str | Path | None, command: str) -> str:
         raise UserError(f"{command} needs --data DATA_YAML (a YOLO data.yaml; `yoloslim synth` writes one)")
     data = recorded_data(read_checkpoint(weights))
     if data is None:
-        raise UserError(f"{command} needs --data DATA_YAML: {weights} records no dataset that still exists — pass "
-                        f"the data.yaml to use")
+        raise UserError(f"{command} needs --data: {weights} records no dataset that still exists — pass the "
+                        f"data.yaml (or a classifier's dataset folder) to use")
     LOGGER.info(f"{command}: no --data given, using {data} (the dataset {Path(str(weights)).name} was trained on)")
     return data
 

@@ -22,13 +22,16 @@ from yoloslim.prune.calibration import calibration_batches, loss_ready, model_in
 class TaskLosses:
     """``losses(model) -> {task: loss summed over the calibration batches}``."""
 
-    def __init__(self, batches: list[dict], source: str) -> None:
+    def __init__(self, batches: list[dict], source: str, min_parts: int = 2) -> None:
         self.batches = batches
         self.source = source  # named in errors
+        # PAGCP weighs tasks against each other, so it needs two parts at least; the sparse run's safe cut only
+        # bounds each task's rise, which a classifier's single loss can be judged by.
+        self.min_parts = min_parts
 
     @classmethod
     def load(cls, data: str | Path, batches: int, imgsz: int, batch_size: int, stride: int,
-             task: str = "detect") -> TaskLosses:
+             task: str = "detect", min_parts: int = 2) -> TaskLosses:
         """The first ``batches`` letterboxed, un-augmented training batches of ``data``; they must carry boxes."""
         if batches < 1:
             raise UserError(f"--calib-batches must be at least 1, got {batches}")
@@ -42,7 +45,7 @@ class TaskLosses:
         if not sum(len(batch["cls"]) for batch in kept):
             raise UserError(f"the {len(kept)} calibration batch(es) from the train split of {data} carry no labelled "
                             f"boxes, so there is no detection loss to measure — label the training images")
-        return cls(kept, str(data))
+        return cls(kept, str(data), min_parts)
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         """Each task's loss of ``model`` (eval mode, no gradients), summed over the batches."""
@@ -58,18 +61,20 @@ class TaskLosses:
                 except NotImplementedError:
                     raise UserError(f"{type(model).__name__} defines no loss — PAGCP needs a detector whose loss is "
                                     f"split into task parts") from None
-                for task, value in _parts(items, model).items():
+                for task, value in _parts(items, model, self.min_parts).items():
                     totals[task] = totals.get(task, 0.0) + value
         return totals
 
 
-def _parts(items, model: nn.Module) -> dict[str, float]:
-    """The loss items as named floats: a dict (ultralytics 8.4, our anchor losses) or a vector named by the
-    criterion's ``loss_names``. Fewer than two parts means there is nothing to judge tasks by."""
+def _parts(items, model: nn.Module, min_parts: int) -> dict[str, float]:
+    """The loss items as named floats: a dict (ultralytics 8.4, our anchor losses), a vector named by the
+    criterion's ``loss_names``, or a classifier's one scalar. Fewer than ``min_parts`` is refused."""
+    if isinstance(items, torch.Tensor) and items.ndim == 0:
+        items = {"loss": items}
     if isinstance(items, torch.Tensor) and items.ndim == 1:
         names = getattr(model.criterion, "loss_names", None) or [f"loss_{i}" for i in range(len(items))]
         items = dict(zip(names, items))
-    if not isinstance(items, dict) or len(items) < 2:
+    if not isinstance(items, dict) or len(items) < min_parts:
         raise UserError(f"the loss of {type(model).__name__} has no task parts (box, cls, ...) — PAGCP compares the "
                         f"parts one by one; use a detector such as yolov8n, yolo11n or yolov5n")
     return {str(name): float(value) for name, value in items.items()}

@@ -91,7 +91,7 @@ def measure_model(model: nn.Module, data, imgsz: int, batch: int, shortcut: str)
     from yoloslim.prune.calibration import loader_stride
     from yoloslim.sparsity.verdict import LAYER_KEEP
 
-    losses = TaskLosses.load(data, CALIB_BATCHES, imgsz, batch, loader_stride(model), task_of(model))
+    losses = TaskLosses.load(data, CALIB_BATCHES, imgsz, batch, loader_stride(model), task_of(model), min_parts=1)
     return measure_safe_ratio(model, losses, shortcut, LAYER_KEEP, imgsz)
 
 
