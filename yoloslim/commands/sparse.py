@@ -35,6 +35,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "group_sl: group-norm regularization; group_reg: growing regularization")
     p.add_argument("--penalize-coupled", action="store_true",
                    help="also penalize BNs whose channels are tied to a residual add")
+    p.add_argument("--gamma-lr-scale", type=float, default=SPARSE_DEFAULTS.gamma_lr_scale, metavar="K",
+                   help="the penalized BN γ learn at K x lr0, every other weight at lr0: a short run can move the "
+                        "undefended γ to zero with a gentler lr for the rest of the detector")
     p.add_argument("--clip", type=float, nargs="?", const=DEFAULT_CLIP, default=None, metavar="MAX_NORM",
                    help=f"clip gradients (off by default in sparse training; bare --clip = {DEFAULT_CLIP:g})")
 
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         args.data = data_from_checkpoint(args.weights, NAME)
     result = sparse_train(
         args.weights or run.resume, args.data, sr=args.sr, method=args.method, schedule=args.sr_schedule,
-        penalize_coupled=args.penalize_coupled, clip=args.clip, project=args.project, name=args.name or "sparse",
+        penalize_coupled=args.penalize_coupled, clip=args.clip, gamma_lr_scale=args.gamma_lr_scale,
+        project=args.project, name=args.name or "sparse",
         resume=run.resume or False, callbacks=run.record.callbacks(), **run.overrides,
     )
     print(f"best checkpoint: {result.best}")

@@ -48,6 +48,7 @@ from yoloslim.engine.checkpoint import (
 from yoloslim.errors import UserError
 
 BEFORE_OPTIMIZER_STEP = "on_before_optimizer_step"
+OPTIMIZER_BUILT = "on_optimizer_built"  # the param groups are final after it: the scheduler and a resume read them
 SAVE_TRAINING_STATE = "on_save_training_state"
 TRAINING_STATE_KEY = "yoloslim_training_state"  # in last.pt only
 # What a resumed run may change (the settings ultralytics lets a resume change: memory, device, logging).
@@ -160,6 +161,13 @@ class KeepModelMixin:
                 f"the model predicts {nc} classes but the dataset {self.args.data} has {self.data['nc']} — "
                 f"use a dataset with {nc} classes, or train from a yaml so the head is built for the data"
             )
+
+    def build_optimizer(self, *args, **kwargs):
+        """ultralytics' optimizer, then extensions may regroup its parameters (before the scheduler records each
+        group's initial lr and before a resumed run loads its optimizer state into the groups)."""
+        self.optimizer = super().build_optimizer(*args, **kwargs)
+        self.run_callbacks(OPTIMIZER_BUILT)
+        return self.optimizer
 
     def optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)

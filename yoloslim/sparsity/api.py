@@ -57,6 +57,7 @@ def sparse_train(
     schedule: str = SPARSE_DEFAULTS.schedule,
     penalize_coupled: bool = False,
     clip: float | None = None,
+    gamma_lr_scale: float = SPARSE_DEFAULTS.gamma_lr_scale,
     epochs: int | None = None,
     imgsz: int | None = None,
     project: str | Path | None = None,
@@ -69,7 +70,8 @@ def sparse_train(
     """Sparse-train ``model`` (yaml, checkpoint or module) and return the run's ``TrainResult``.
 
     ``clip`` is the gradient-clipping max norm (None: no clipping, the default for sparse
-    training, since clipping would also shrink the penalty). ``overrides`` go to ultralytics
+    training, since clipping would also shrink the penalty). ``gamma_lr_scale`` gives the penalized γ that multiple
+    of the lr (:mod:`yoloslim.sparsity.gamma_lr`). ``overrides`` go to ultralytics
     (batch, device, workers, seed, amp, ...); optimizer, lr0 and nbs default to
     :data:`~yoloslim.sparsity.defaults.SPARSE_DEFAULTS` (nbs = batch), other settings to ultralytics'.
     ``resume`` continues from a run's last.pt (its dataset too when ``data`` is None), penalty state
@@ -83,6 +85,7 @@ def sparse_train(
     from yoloslim.engine.train import recorded_data, run_dir, train
     from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
     from yoloslim.sparsity.callback import SparseTraining
+    from yoloslim.sparsity.gamma_lr import check_gamma_lr_scale
     from yoloslim.sparsity.penalties import check_method, make_penalty
     from yoloslim.sparsity.schedule import check_schedule
     from yoloslim.sparsity.selection import select_bns
@@ -91,6 +94,7 @@ def sparse_train(
     check_sr(sr)
     check_method(method)
     check_schedule(schedule)
+    check_gamma_lr_scale(gamma_lr_scale)
     if clip is not None and not clip > 0:
         raise UserError(f"--clip must be a positive max gradient norm, got {clip}")
     resuming = bool(resume) and resume is not True
@@ -107,8 +111,10 @@ def sparse_train(
     penalty = make_penalty(method, selection)
     record_meta(module, sparse={"method": method, "sr": sr, "schedule": schedule,
                                 "epochs": epochs or DEFAULT_CFG_DICT["epochs"],
-                                "penalize_coupled": penalize_coupled, "penalized": list(selection.penalized)})
-    extension = SparseTraining(penalty, sr=sr, schedule=schedule, clip=clip, shortcut=shortcut_for(penalize_coupled))
+                                "penalize_coupled": penalize_coupled, "gamma_lr_scale": gamma_lr_scale,
+                                "penalized": list(selection.penalized)})
+    extension = SparseTraining(penalty, sr=sr, schedule=schedule, clip=clip, shortcut=shortcut_for(penalize_coupled),
+                               gamma_lr_scale=gamma_lr_scale)
     if not resuming:  # a resumed run keeps its own settings
         batch = overrides.get("batch", DEFAULT_CFG_DICT["batch"])
         overrides = {**SPARSE_DEFAULTS.trainer_settings(batch), **overrides}

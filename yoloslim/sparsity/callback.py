@@ -23,8 +23,9 @@ from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yoloslim.engine.checkpoint import model_meta, record_meta
-from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, SAVE_TRAINING_STATE, KeepModelMixin
+from yoloslim.engine.trainer import BEFORE_OPTIMIZER_STEP, OPTIMIZER_BUILT, SAVE_TRAINING_STATE, KeepModelMixin
 from yoloslim.errors import UserError
+from yoloslim.sparsity.gamma_lr import split_gamma_group
 from yoloslim.sparsity.optimizer_advice import sparse_optimizer_warning
 from yoloslim.sparsity.penalties import Penalty
 from yoloslim.sparsity.plots import plot_gamma_history
@@ -40,8 +41,9 @@ class SparseTraining:
     """Register with :meth:`events`; calling the object applies one step of the penalty."""
 
     def __init__(self, penalty: Penalty, sr: float, schedule: str = "linear", clip: float | None = None,
-                 shortcut: str = "skip") -> None:
+                 shortcut: str = "skip", gamma_lr_scale: float = 1.0) -> None:
         self.penalty = penalty
+        self.gamma_lr_scale = gamma_lr_scale
         self.sr = sr
         self.schedule = check_schedule(schedule)
         self.clip = clip
@@ -52,6 +54,7 @@ class SparseTraining:
 
     def events(self) -> list[tuple[str, Callable[[Any], None]]]:
         return [
+            (OPTIMIZER_BUILT, self.on_optimizer_built),
             ("on_train_start", self.on_train_start),
             ("on_train_epoch_start", self.on_train_epoch_start),
             ("on_train_batch_start", self.on_train_batch_start),
@@ -74,6 +77,15 @@ class SparseTraining:
         warning = sparse_optimizer_warning(trainer)
         if warning and RANK in {-1, 0}:
             LOGGER.warning(warning)
+
+    def on_optimizer_built(self, trainer) -> None:
+        if self.gamma_lr_scale == 1.0:
+            return
+        moved = split_gamma_group(trainer.optimizer, trainer.model, self.penalty.selection.gamma_params,
+                                  self.gamma_lr_scale)
+        if RANK in {-1, 0}:
+            LOGGER.info(f"sparse: the {moved} penalized γ learn at {self.gamma_lr_scale:g} x the lr of the other BN "
+                        f"weights")
 
     def state(self) -> dict[str, Any]:
         return {"method": self.penalty.name, "steps": self.steps, "penalty": self.penalty.state_dict(),

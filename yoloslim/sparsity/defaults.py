@@ -30,6 +30,7 @@ class SparseDefaults:
     optimizer: str = "AdamW"
     lr0: float | None = 0.002  # None: ultralytics' (with optimizer auto, fitted to the class count)
     nbs: int | None = None  # None: the batch size, so the optimizer steps every batch
+    gamma_lr_scale: float = 1.0  # the penalized γ's lr as a multiple of lr0
     optimizer_reason: str = ("Measured from the digits benchmark's yolov8n (docs/BENCHMARKS.md): after 8 epochs only AdamW "
                              "at lr 0.002 stepping every batch allowed a classic cut past 0.5 (measured safe ratio "
                              "0.75-0.82); ultralytics' 'auto' (AdamW at a lower lr) and SGD at 0.01 allowed none, at sr "
