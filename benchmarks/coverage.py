@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -249,6 +250,21 @@ def methods_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+LEGEND = (
+    "\"best reached\": the planner stopped below the target, for the reason given; the CLI's warning then suggests "
+    "raising --max-layer-ratio (default 0.8), protecting fewer modules or lowering the target. \"refused\": "
+    "yoloslim's own one-line refusal, before anything is built. \"prediction layers\": the convs (a classifier's "
+    "linear) whose output channels are the model's output format — box/DFL and class convs of every level, DFL "
+    "itself, mask-coefficient convs and the prototype's output conv, keypoint convs, angle convs, one2one copies "
+    "in end-to-end heads — found by walking back from the outputs; the hidden head convs before them prune. "
+    "RT-DETR's decoder is kept whole (its layers share the query width). Attention keeps its inner layers "
+    "(\"attention inside\": query/key/value and positional conv, heads × head_dim wide) while its output projection "
+    "follows the block around it; where that fails the probe the whole attention is kept (ultralytics' Attention "
+    "reshapes its values to the block's input width, see docs/BENCHMARKS.md). \"could not be traced/pruned\": "
+    "the probe found that torch-pruning cannot follow the module's channels, so it keeps its width. \"rewritten "
+    "blocks\": chunking blocks replaced by split-free equivalents before tracing.")
+
+
 def markdown(models: dict[str, list[dict]], methods: dict[str, list[dict]], args, started: datetime) -> str:
     from yoloslim.report.machine import describe_machine
 
@@ -265,12 +281,14 @@ def markdown(models: dict[str, list[dict]], methods: dict[str, list[dict]], args
         f"extrapolation). Seconds include building, rewriting, tracing, planning and both forward passes. "
         f"\"outputs kept\": every output tensor of an eval forward has the unpruned model's shape (the `feats` "
         f"feature maps a head returns next to its predictions are not compared: their widths are the neck's).", "",
-        f"Command: `python benchmarks/coverage.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
+        f"Command: `python benchmarks/coverage.py {shlex.join(sys.argv[1:])}`".rstrip() + "  ",
         f"Machine: {describe_machine()}{concurrent}  ",
         f"Run on {started:%Y-%m-%d} from {started:%H:%M} to {datetime.now(timezone.utc):%H:%M} UTC.",
     ]
     for task, rows in models.items():
         lines += ["", f"## {task}", "", *model_table(rows)]
+    if models:
+        lines += ["", LEGEND]
     if methods:
         lines += ["", "## Every method on each task's yolov8n", "", methods_intro(args)]
         for task, rows in methods.items():
