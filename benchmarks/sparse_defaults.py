@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=2 python benchmarks/sparse_defaults.py [--quick] [--methods-out DIR] [--out DIR]
                                                            [--optimizers auto SGD AdamW@0.002] [--nbs batch 64]
                                                            [--sr 1e-3 1e-2 3e-2] [--gamma-lr-scales 1 4]
+                                                           [--seeds 0 1 2]
                                                            [--share 0.1] [--data D]
 
 The digits benchmark's trained baseline (from ``benchmarks/methods.py``'s cache in ``--methods-out``; trained
@@ -10,7 +11,9 @@ there, with its plan, when missing) is sparse-trained for ``--share`` of its epo
 optimizer × nominal batch × sr × γ lr scale, everything else at `yoloslim sparse`'s defaults. ``auto`` is the current
 default (ultralytics picks AdamW and its lr); ``NAME@LR`` fixes the learning rate (``AdamW@0.002`` is the
 methods benchmark's recipe); ``nbs batch`` steps the optimizer every batch, 64 is ultralytics' own; a γ lr
-scale K gives the penalized γ K × that lr (``--gamma-lr-scale``), the rest of the model keeping it. Per cell,
+scale K gives the penalized γ K × that lr (``--gamma-lr-scale``), the rest of the model keeping it; ``--seeds``
+repeats each cell with other training seeds (the sparse run's shuffling and augmentation), to see how much of
+a difference between cells is run-to-run noise. Per cell,
 on the run's last.pt (the checkpoint the run's last line judges): the |γ| gap, the measured safe ratio
 (:mod:`yoloslim.sparsity.measured_cut`, what `yoloslim sparse` records at the end of a run), mAP50-95 of the
 sparse model, and mAP50-95 right after classic slimming (no BN recalibration, no finetuning) at the safe ratio
@@ -55,6 +58,7 @@ class Cell:
     nbs: str  # "batch" or a number of images
     sr: float
     gamma_lr_scale: float = 1.0
+    seed: int = 0  # the sparse run's training seed (the baseline keeps the plan's)
 
     @property
     def optimizer_name(self) -> str:
@@ -70,7 +74,8 @@ class Cell:
     @property
     def key(self) -> str:
         scaled = f"-gamma{self.gamma_lr_scale:g}" if self.gamma_lr_scale != 1.0 else ""  # 1: the cached cells' keys
-        return f"sparse-{self.optimizer}-nbs{self.nbs}-sr{self.sr:g}{scaled}"
+        seeded = f"-seed{self.seed}" if self.seed else ""  # likewise seed 0, the plan's
+        return f"sparse-{self.optimizer}-nbs{self.nbs}-sr{self.sr:g}{scaled}{seeded}"
 
 
 class StepCounter:
@@ -135,7 +140,7 @@ class Grid:
                                   batch=p.batch, optimizer=cell.optimizer_name, nbs=cell.nominal_batch(p.batch),
                                   **({"lr0": cell.lr0} if cell.lr0 is not None else {}),
                                   gamma_lr_scale=cell.gamma_lr_scale,
-                                  seed=p.seed, plots=False, project=self.out / "runs", name=cell.key, exist_ok=True,
+                                  seed=cell.seed, plots=False, project=self.out / "runs", name=cell.key, exist_ok=True,
                                   callbacks=[(BEFORE_OPTIMIZER_STEP, counter)], measure_cut=False)
             seconds = time.perf_counter() - started
             args = read_checkpoint(result.last).get("train_args") or {}
@@ -185,15 +190,16 @@ def table(baseline: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [f"Baseline mAP50-95 {base:.3f}. mAP50-95 right after classic slimming (no finetuning), change vs the "
              f"baseline, GFLOPs speed-up. The safe ratio is measured (largest cut, round up 8, whose task losses "
              f"stay within the bound); the cut that broke it and the task:", "",
-             "| optimizer (lr0) | nbs | sr | γ lr | optimizer steps | gap ratio | safe ratio (broke at) | sparse "
+             "| optimizer (lr0) | nbs | sr | γ lr | seed | optimizer steps | gap ratio | safe ratio (broke at) | sparse "
              f"mAP50-95 | slim at the safe ratio | slim at {FIXED_RATIO:g} (round up {FIXED_ROUND_UP}, layer keep "
-             f"{FIXED_LAYER_KEEP:g}) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{FIXED_LAYER_KEEP:g}) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         v, m = row["verdict"], row["measured_cut"]
         broke = f" ({m['breaking_ratio']:g}, {m['breaking_task']})" if m["breaking_ratio"] else ""
         safe = (f"{v['safe_ratio']:g}" if v["separated"] else "none") + broke
         lines.append(f"| {row['optimizer']} → {row['optimizer_used']} ({row['lr0_used']:g}) | {row['nbs']} | "
-                     f"{row['sr']:g} | {row.get('gamma_lr_scale', 1.0):g}x | {row['optimizer_steps']} | {v['gap_ratio']:.2f}x | {safe} | "
+                     f"{row['sr']:g} | {row.get('gamma_lr_scale', 1.0):g}x | {row.get('seed', 0)} | {row['optimizer_steps']} | "
+                     f"{v['gap_ratio']:.2f}x | {safe} | "
                      f"{row['sparse']['map50_95']:.3f} | {cut(row, 'at_safe_ratio')} | {cut(row, 'at_fixed_ratio')} |")
     return "\n".join(lines)
 
@@ -211,6 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sr", nargs="+", type=float, default=list(SRS), help="penalty coefficients")
     parser.add_argument("--gamma-lr-scales", nargs="+", type=float, default=[1.0], metavar="K",
                         help="the penalized γ's lr as multiples of lr0 (yoloslim sparse --gamma-lr-scale)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds of the sparse runs")
     parser.add_argument("--share", type=float, default=SHARE, help="sparse epochs as a share of the baseline's")
     parser.add_argument("--data", help="data.yaml of another dataset (default: the methods benchmark's digits); its "
                                        "baseline is trained with the same plan, cached in --methods-out")
@@ -244,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = Grid(plan, Path(args.methods_out), Path(args.out), args.share)
         started = time.perf_counter()
         baseline = grid.prepare()
-        rows = [grid.run_cell(Cell(o, n, sr, k)) for o in args.optimizers for n in args.nbs for sr in args.sr
-                for k in args.gamma_lr_scales]
+        rows = [grid.run_cell(Cell(o, n, sr, k, seed)) for o in args.optimizers for n in args.nbs for sr in args.sr
+                for k in args.gamma_lr_scales for seed in args.seeds]
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
