@@ -25,7 +25,7 @@ import pytest
 from torch import nn
 
 RATIO = 0.5
-# lr0 0.02, no momentum: 16 steps (16 images, batch 4, 4 epochs) of 0.12 walk penalized |γ| from 1 to ~0.
+# lr0 0.02 for γ too (gamma_lr_scale 1), no momentum: 16 steps (16 images, batch 4, 4 epochs) of 0.12 walk penalized |γ| from 1 to ~0.
 # The hidden head BNs are penalized and cut too, so the sparse model's total |γ| is small; γ must settle
 # well below the step size's oscillation for the cut to stay a small share of it.
 SR = 6.0
@@ -47,7 +47,8 @@ def normal_and_sparse(trained_yolov8n, shapes_data, tmp_path_factory):
                     warmup_epochs=0, mosaic=0.0, seed=0, deterministic=True, workers=0, val=False, plots=False,
                     project=project)
     normal = train(trained_yolov8n, shapes_data, name="normal", **settings)
-    sparse = sparse_train(trained_yolov8n, shapes_data, sr=SR, schedule="constant", name="sparse", **settings)
+    sparse = sparse_train(trained_yolov8n, shapes_data, sr=SR, schedule="constant", gamma_lr_scale=1.0, name="sparse",
+                          **settings)
     return normal.last, sparse.last
 
 
