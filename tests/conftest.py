@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import subprocess
 import sys
@@ -10,6 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # The suite runs in one worker per core (pyproject's addopts): one thread each, so the workers do not
+    # oversubscribe the cores, and so the fresh processes of the reload tests compute with the same thread count
+    # as the test that compares their outputs bit for bit. Set before torch is first imported.
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import yoloslim  # noqa: F401  (configures ultralytics for offline use before any test imports it)
 
