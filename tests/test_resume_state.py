@@ -100,6 +100,30 @@ def test_group_reg_sparse_training_resumes_with_its_penalty_state(trained_yolov8
     assert (extension.sr, extension.penalty.name, extension.clip) == (0.02, "group_reg", 10.0)
 
 
+def test_a_sparse_run_resumes_with_the_gamma_lr_it_was_trained_with(trained_yolov8n: str, shapes_data: str,
+                                                                      tmp_path: Path, killed_after_first_epoch: dict,
+                                                                      capsys) -> None:
+    """Its optimizer state holds the γ group or not; a run recorded before --gamma-lr-scale existed has none."""
+    from yoloslim.commands.run_settings import RECORD
+    from yoloslim.engine.checkpoint import META_ATTR, yoloslim_meta
+
+    assert main(["sparse", "--weights", trained_yolov8n, "--data", shapes_data, "--gamma-lr-scale", "1", *COMMON,
+                 "--project", str(tmp_path), "--name", "s"]) == 130
+    last = tmp_path / "s" / "weights" / "last.pt"
+    capsys.readouterr()
+    assert main(["sparse", "--resume", str(last), "--gamma-lr-scale", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sparse-trained with --gamma-lr-scale 1, not 6" in err, err
+
+    older = read_checkpoint(last)  # as the last.pt of a yoloslim without --gamma-lr-scale
+    del older[TRAINING_STATE_KEY][RECORD]["settings"]["gamma_lr_scale"]
+    for module in filter(None, (older.get("model"), older.get("ema"))):
+        getattr(module, META_ATTR)["sparse"].pop("gamma_lr_scale", None)
+    assert "gamma_lr_scale" not in yoloslim_meta(older)["sparse"]
+    torch.save(older, last)
+    resume_alone(tmp_path / "s", "sparse")  # its optimizer state loads: one lr for every weight, as it was trained
+
+
 def test_distilled_finetune_resumes_with_its_connectors(trained_yolov8n: str, shapes_data: str, tmp_path: Path,
                                                         killed_after_first_epoch: dict,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,9 +35,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "group_sl: group-norm regularization; group_reg: growing regularization")
     p.add_argument("--penalize-coupled", action="store_true",
                    help="also penalize BNs whose channels are tied to a residual add")
-    p.add_argument("--gamma-lr-scale", type=float, default=SPARSE_DEFAULTS.gamma_lr_scale, metavar="K",
-                   help="the penalized BN γ learn at K x lr0, every other weight at lr0: a short run can move the "
-                        "undefended γ to zero with a gentler lr for the rest of the detector")
+    p.add_argument("--gamma-lr-scale", type=float, default=None, metavar="K",
+                   help=f"the penalized BN γ learn at K x lr0, every other weight at lr0: a short run can move the "
+                        f"undefended γ to zero with a gentler lr for the rest of the detector (left out: "
+                        f"{SPARSE_DEFAULTS.gamma_lr_scale:g}, or a resumed run's own)")
     p.add_argument("--clip", type=float, nargs="?", const=DEFAULT_CLIP, default=None, metavar="MAX_NORM",
                    help=f"clip gradients (off by default in sparse training; bare --clip = {DEFAULT_CLIP:g})")
 

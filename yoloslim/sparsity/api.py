@@ -57,7 +57,7 @@ def sparse_train(
     schedule: str = SPARSE_DEFAULTS.schedule,
     penalize_coupled: bool = False,
     clip: float | None = None,
-    gamma_lr_scale: float = SPARSE_DEFAULTS.gamma_lr_scale,
+    gamma_lr_scale: float | None = None,
     epochs: int | None = None,
     imgsz: int | None = None,
     project: str | Path | None = None,
@@ -71,8 +71,8 @@ def sparse_train(
 
     ``clip`` is the gradient-clipping max norm (None: no clipping, the default for sparse
     training, since clipping would also shrink the penalty). ``gamma_lr_scale`` gives the penalized γ that multiple
-    of the lr (:mod:`yoloslim.sparsity.gamma_lr`). ``overrides`` go to ultralytics
-    (batch, device, workers, seed, amp, ...); optimizer, lr0 and nbs default to
+    of the lr (:mod:`yoloslim.sparsity.gamma_lr`; None: the default, or a resumed run's own). ``overrides`` go to
+    ultralytics (batch, device, workers, seed, amp, ...); optimizer, lr0 and nbs default to
     :data:`~yoloslim.sparsity.defaults.SPARSE_DEFAULTS` (nbs = batch), other settings to ultralytics'.
     ``resume`` continues from a run's last.pt (its dataset too when ``data`` is None), penalty state
     included. ``callbacks`` are extra ``(event, fn)`` pairs. ``measure_cut`` ends the run by measuring the safe
@@ -85,7 +85,7 @@ def sparse_train(
     from yoloslim.engine.train import recorded_data, run_dir, train
     from yoloslim.prune.graph import build_dependency_graph, prepare_for_pruning
     from yoloslim.sparsity.callback import SparseTraining
-    from yoloslim.sparsity.gamma_lr import check_gamma_lr_scale
+    from yoloslim.sparsity.gamma_lr import check_gamma_lr_scale, resumed_gamma_lr_scale
     from yoloslim.sparsity.penalties import check_method, make_penalty
     from yoloslim.sparsity.schedule import check_schedule
     from yoloslim.sparsity.selection import select_bns
@@ -102,6 +102,10 @@ def sparse_train(
     if dataset is None:
         raise UserError("--data is required — pass a YOLO data.yaml (`yoloslim synth` writes one)")
     module, data_yaml = build_module(resume if resuming else model, dataset)
+    if resuming:
+        gamma_lr_scale = resumed_gamma_lr_scale(module, gamma_lr_scale)
+    elif gamma_lr_scale is None:
+        gamma_lr_scale = SPARSE_DEFAULTS.gamma_lr_scale
     if not has_batchnorm(module):
         raise UserError("the model has no BatchNorm layers, so there is no γ to make sparse — "
                         "use a model with BN (e.g. yolov8n.yaml) or prune it without sparse training")

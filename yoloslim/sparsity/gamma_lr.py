@@ -21,10 +21,22 @@ from yoloslim.errors import UserError
 GROUP_NAME = "penalized_bn"
 
 
-def check_gamma_lr_scale(scale: float) -> float:
-    if not scale > 0:
+def check_gamma_lr_scale(scale: float | None) -> float | None:
+    if scale is not None and not scale > 0:
         raise UserError(f"--gamma-lr-scale must be a positive multiple of lr0 (1 = the same lr), got {scale}")
     return scale
+
+
+def resumed_gamma_lr_scale(module: nn.Module, requested: float | None) -> float:
+    """The scale a resumed run was trained with: its saved optimizer state has the γ group or not, and would not
+    load into other groups. Runs recorded before the scale existed had one lr for every weight (1)."""
+    from yoloslim.engine.checkpoint import model_meta
+
+    trained = float(model_meta(module).get("sparse", {}).get("gamma_lr_scale", 1.0))
+    if requested is not None and requested != trained:
+        raise UserError(f"the run was sparse-trained with --gamma-lr-scale {trained:g}, not {requested:g} — resume "
+                        f"it without changing --gamma-lr-scale")
+    return trained
 
 
 def split_gamma_group(optimizer: torch.optim.Optimizer, model: nn.Module, gamma_names: Iterable[str],
