@@ -25,7 +25,8 @@ import pytest
 from torch import nn
 
 RATIO = 0.5
-# lr0 0.02 for γ too (gamma_lr_scale 1), no momentum: 16 steps (16 images, batch 4, 4 epochs) of 0.12 walk penalized |γ| from 1 to ~0.
+# lr0 0.02 for γ too (gamma_lr_scale 1), no momentum: 16 steps (16 images, batch 4, 4 epochs) of 0.12 walk
+# penalized |γ| from 1 to ~0.
 # The hidden head BNs are penalized and cut too, so the sparse model's total |γ| is small; γ must settle
 # well below the step size's oscillation for the cut to stay a small share of it.
 SR = 6.0

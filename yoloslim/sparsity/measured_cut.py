@@ -1,14 +1,14 @@
 """The safe ratio, measured: the largest classic-slimming cut whose detection loss stays near the uncut model's.
 
-A short sparse run rarely opens the clean gap in |γ| that network slimming expects (docs/BENCHMARKS.md: with one lr
-for every weight the widest gaps were 1.16-1.18x; with γ at 6 x that lr 2.0x on the shapes data), yet a cut far
-past half the channels can cost nothing. So the cost of a cut is measured, the way PAGCP measures a layer's
-(:mod:`yoloslim.prune.task_losses`): each task part of the detection loss (box/cls/dfl, or box/obj/cls) on a few
-training batches, eval mode, no gradients. A cut (with ``--round-up ROUND_UP``) is safe while every part stays
-within (1 + ``LOSS_BOUND``) × the uncut model's. Every ratio of a ``COARSE_STEP`` grid is measured, because the
-cost is not monotone in the ratio (rounding up to multiples of 8 keeps different channels at different ratios: on a
-20-epoch sparse yolov8n the cut at 0.2 raised a task loss by 8.1%, the cuts at 0.3-0.8 by 2.1-4.6%); the largest
-safe one is then refined to hundredths by bisection towards the next grid point.
+A short sparse run does not reliably open the clean gap in |γ| that network slimming expects (docs/BENCHMARKS.md:
+with one lr for every weight the widest gaps were 1.16-1.18x; with γ at 6 x that lr 3.7-3.9x on digits but 2.0x on
+shapes), yet a cut far past half the channels can cost nothing. So the cost of a cut is measured, the way PAGCP
+measures a layer's (:mod:`yoloslim.prune.task_losses`): each task part of the detection loss (box/cls/dfl, or
+box/obj/cls) on a few training batches, eval mode, no gradients. A cut (with ``--round-up ROUND_UP``) is safe while
+every part stays within (1 + ``LOSS_BOUND``) × the uncut model's. Every ratio of a ``COARSE_STEP`` grid is
+measured, because the cost is not monotone in the ratio (rounding up to multiples of 8 keeps different channels at
+different ratios: on a 20-epoch sparse yolov8n the cut at 0.2 raised a task loss by 8.1%, the cuts at 0.3-0.8 by
+2.1-4.6%); the largest safe one is then refined to hundredths by bisection towards the next grid point.
 
 ``LOSS_BOUND`` 0.05 was set on the digits benchmark's sparse yolov8n (AdamW lr 0.002, sr 1e-2, 8 epochs;
 ``benchmarks/sparse_defaults.py``): every cut up to 0.82 raised no part by more than 3% and slimming at 0.82

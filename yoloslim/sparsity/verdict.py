@@ -23,7 +23,7 @@ opened gaps of only 1.16-1.18x, at |γ| 0.83-0.97: a cut at 0.5 cost them nothin
 (ratio 0.83) lost 0.39 mAP50-95. The channels below such a gap are weaker, not undefended, so a gap counts
 only when its lower edge is at most half its upper edge (``MIN_GAP_RATIO``): none of those runs passed. With
 the penalized γ at a lr of their own (6 x lr0, the defaults of :mod:`yoloslim.sparsity.defaults`) the gaps were
-3.7-3.9x on digits and 2.0x on the shapes data, which just passes.
+3.7-3.9x on digits and 2.0x on the shapes data, right at that bound.
 
 That is why a sparse run ends by *measuring* the safe ratio on its checkpoints (:mod:`yoloslim.sparsity.measured_cut`:
 the largest cut whose detection loss stays near the uncut model's) and records that verdict instead
